@@ -1,0 +1,253 @@
+//! Every operator setting, with its default, unit and trade-off, in one
+//! table (`options!` below). Read once at startup from an optional TOML
+//! file, then overridden by command-line flags, then validated; shards get
+//! an `Arc<Config>` and never see it change.
+
+use crate::error::Error;
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Declares the options once: the `Config` struct and its defaults, the
+/// matching command-line flags (all optional, so a flag overrides the file
+/// only when given), and the table printed by `--print-config-table`.
+macro_rules! options {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr; )*) => {
+        /// The relay's settings. See each field for default, unit and why.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        /// Command-line overrides, one per `Config` field.
+        #[derive(Debug, Default, clap::Args)]
+        pub struct Overrides {
+            $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
+        }
+
+        impl Overrides {
+            fn apply(self, config: &mut Config) {
+                $( if let Some(v) = self.$name { config.$name = v; } )*
+            }
+        }
+
+        /// Markdown rows for the README's configuration table.
+        pub fn option_table() -> String {
+            let mut out = String::from("| option | meaning |\n|---|---|\n");
+            $(
+                let doc: Vec<&str> = vec![$($doc.trim()),*];
+                out.push_str(&format!("| `{}` | {} |\n", stringify!($name).replace('_', "-"), doc.join(" ")));
+            )*
+            out
+        }
+    };
+}
+
+options! {
+    /// Address every shard listens on (each binds it with SO_REUSEPORT and the
+    /// kernel spreads connections). Default 0.0.0.0:8080.
+    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
+    /// Number of shards (executors, one per cpu). Default 0 = one per cpu the
+    /// process may run on (its affinity mask, so `taskset` is respected).
+    shards: usize = 0;
+    /// Pin each shard to its own cpu. Default true; turn off when sharing the
+    /// cpus with other busy processes (tests, a load generator).
+    pin: bool = true;
+    /// Largest message a client may send, in bytes of payload after
+    /// reassembling fragments. Default 102400 (100 KiB, as the public
+    /// service). Larger messages are closed with 1009.
+    message_bytes_max: usize = 100 * 1024;
+    /// Bytes of unsent frames a connection may have queued before it is
+    /// dropped as a slow consumer (1008). Default 1048576 (1 MiB). Higher
+    /// tolerates slower readers but costs memory per stalled client.
+    outgoing_queue_bytes_max: usize = 1024 * 1024;
+    /// Time a client has to send its whole HTTP request head, in ms, before
+    /// the socket is closed (slowloris). Default 10000.
+    handshake_timeout_ms: u64 = 10_000;
+    /// Largest HTTP request head, in bytes. Default 8192.
+    request_head_bytes_max: usize = 8 * 1024;
+    /// Most HTTP headers in one request. Default 64.
+    request_headers_max: usize = 64;
+    /// Silence from a client, in ms, after which the server sends a ping.
+    /// Default 30000 (proxies often close idle WebSockets at 60 s).
+    ping_interval_ms: u64 = 30_000;
+    /// Silence from a client, in ms (no frame, no pong), after which it is
+    /// dropped and its leave goes out. Default 75000.
+    idle_timeout_ms: u64 = 75_000;
+    /// After sending its close frame, how long the server waits for the
+    /// client's close or EOF before dropping the socket, in ms. Default 2000.
+    close_timeout_ms: u64 = 2_000;
+    /// Upper bound on a graceful shutdown, in ms: connections get 1001 after
+    /// their queues drain, and whatever is left when this passes is dropped.
+    /// Default 5000.
+    shutdown_timeout_ms: u64 = 5_000;
+    /// Slots in each shard-to-shard queue (one slot holds a batch of up to
+    /// 1024 messages). Default 256.
+    forward_queue_slots: usize = 256;
+    /// Messages a shard may hold for one peer shard while that peer's queue
+    /// is full; past it, messages for that peer are dropped and counted.
+    /// Default 262144.
+    forward_backlog_max: usize = 256 * 1024;
+    /// Memory glommio registers per io_uring, in bytes. Default 262144
+    /// (256 KiB): glommio's own default (10 MiB) exceeds the usual 8 MiB
+    /// memlock limit of non-root users, and the relay does no file I/O.
+    io_memory_bytes: usize = 256 * 1024;
+    /// Serve the raw echo endpoint `/__echo` (for the Autobahn conformance
+    /// suite). Default false.
+    echo_endpoint: bool = false;
+    /// Log filter (tracing-subscriber syntax; RUST_LOG overrides it).
+    /// Default "info". Nothing at info names a channel, uid or address.
+    log: String = "info".to_owned();
+}
+
+/// The command line: `itty-relay [--config FILE] [--OPTION VALUE]...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "itty-relay",
+    version,
+    about = "A thread-per-core realtime relay speaking the itty-sockets protocol.",
+    long_about = "A thread-per-core realtime relay speaking the itty-sockets protocol.\n\n\
+        Clients connect to ws://HOST/c/<channel>?as=Alice&echo=true&announce=true with the\n\
+        stock itty-sockets client (or any WebSocket) and every text frame they send is\n\
+        relayed to the channel. Settings come from the defaults, then the optional TOML\n\
+        file given by --config (same names, with underscores), then these flags."
+)]
+pub struct Cli {
+    /// A TOML file of settings (keys as the flags, with underscores).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Print the configuration table (Markdown) and exit.
+    #[arg(long)]
+    pub print_config_table: bool,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the flags; validated.
+    pub fn load(file: Option<&std::path::Path>, overrides: Overrides) -> Result<Config, Error> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+            None => Config::default(),
+        };
+        overrides.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.message_bytes_max == 0 || self.message_bytes_max > 64 * 1024 * 1024 {
+            return fail("message_bytes_max must be between 1 and 67108864");
+        }
+        if self.outgoing_queue_bytes_max < self.message_bytes_max + 1024 {
+            return fail("outgoing_queue_bytes_max must exceed message_bytes_max by at least 1024: a single message must fit");
+        }
+        if self.request_headers_max == 0
+            || self.request_headers_max > crate::limits::HEADERS_MAX_CEILING
+        {
+            return fail("request_headers_max must be between 1 and 128");
+        }
+        if self.request_head_bytes_max < 256 || self.request_head_bytes_max > 1024 * 1024 {
+            return fail("request_head_bytes_max must be between 256 and 1048576");
+        }
+        if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
+            return fail("idle_timeout_ms must be greater than ping_interval_ms, and both above 0");
+        }
+        if self.handshake_timeout_ms == 0
+            || self.close_timeout_ms == 0
+            || self.shutdown_timeout_ms == 0
+        {
+            return fail(
+                "handshake_timeout_ms, close_timeout_ms and shutdown_timeout_ms must be above 0",
+            );
+        }
+        if self.forward_queue_slots == 0 || self.forward_backlog_max == 0 {
+            return fail("forward_queue_slots and forward_backlog_max must be above 0");
+        }
+        if self.shards > 1024 {
+            return fail("shards must be at most 1024");
+        }
+        if self.io_memory_bytes < 64 * 1024 {
+            return fail("io_memory_bytes must be at least 65536");
+        }
+        Ok(())
+    }
+}
+
+/// The cpus this process may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("itty-config-{}", std::process::id()));
+        std::fs::write(&dir, "shards = 3\nmessage_bytes_max = 2000\n").unwrap();
+        let overrides = Overrides {
+            shards: Some(5),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&dir), overrides).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(config.shards, 5);
+        assert_eq!(config.message_bytes_max, 2000);
+        assert_eq!(config.ping_interval_ms, 30_000);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = std::env::temp_dir().join(format!("itty-config-bad-{}", std::process::id()));
+        std::fs::write(&dir, "shardz = 3\n").unwrap();
+        let err = Config::load(Some(&dir), Overrides::default()).unwrap_err();
+        std::fs::remove_file(&dir).ok();
+        assert!(err.to_string().contains("shardz"), "{err}");
+    }
+
+    #[test]
+    fn idle_timeout_must_exceed_ping_interval() {
+        let config = Config {
+            ping_interval_ms: 10,
+            idle_timeout_ms: 10,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn affinity_mask_lists_at_least_one_cpu() {
+        assert!(!allowed_cpus().is_empty());
+    }
+}

@@ -1,0 +1,205 @@
+//! A WebSocket session on the connection's home shard: join the channel,
+//! then read frames, check them (size, protocol, JSON, recipient, in the
+//! order PROTOCOL.md section 4 gives) and publish them, until the
+//! connection ends for a `CloseReason`. The writer task sends everything.
+
+use super::handle::ConnHandle;
+use super::writer;
+use crate::error::CloseReason;
+use crate::http::{self, JoinOptions};
+use crate::id::Uid;
+use crate::limits::READ_CHUNK_BYTES;
+use crate::pubsub::classify::{classify, Classified};
+use crate::shard::Shard;
+use crate::ws::codec::{self, Decoder, Message, HEADER_BYTES_MAX};
+use bytes::Bytes;
+use futures_lite::{future, AsyncRead};
+use glommio::net::TcpStream;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the session does with client messages.
+pub enum Mode {
+    /// Join the channel and publish to it.
+    Channel(String, JoinOptions),
+    /// Echo every message back (`/__echo`, for conformance tests).
+    Echo,
+}
+
+pub async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    mode: Mode,
+    accept_key: String,
+) {
+    let echo = matches!(&mode, Mode::Channel(_, o) if o.echo);
+    let conn = shard.open_conn(echo);
+    // The 101 is the first thing queued; the writer starts once the owner
+    // confirmed the join, so the join event follows it directly.
+    conn.push(Bytes::from(http::switching_protocols(&accept_key)));
+    let stream = Rc::new(RefCell::new(stream));
+    match &mode {
+        Mode::Channel(channel, options) => {
+            shard.join(channel, &conn, options);
+            conn.joined_or_ended().await;
+        }
+        Mode::Echo => {}
+    }
+    let writer = glommio::spawn_local(writer::run(shard.clone(), conn.clone(), stream.clone()));
+
+    let reason = match conn.ended() {
+        Some(reason) => reason,
+        None => read_frames(&shard, &conn, &stream, leftover, &mode).await,
+    };
+    conn.end(reason);
+    shard.leave(&conn);
+    writer.await;
+    if reason != CloseReason::PeerGone {
+        let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
+        let _ = glommio::timer::timeout(close_timeout, async {
+            drain_until_eof(&stream).await;
+            Ok(())
+        })
+        .await;
+    }
+    shard.close_conn(&conn, reason);
+}
+
+/// Reads and handles frames until the connection ends; returns why.
+async fn read_frames(
+    shard: &Shard,
+    conn: &ConnHandle,
+    stream: &RefCell<TcpStream>,
+    leftover: Vec<u8>,
+    mode: &Mode,
+) -> CloseReason {
+    let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
+    let mut decoder = Decoder::new(shard.config().message_bytes_max);
+    let (mut start, mut end) = (0, leftover.len());
+    let mut buf = leftover;
+    buf.resize(buf.len().max(READ_CHUNK_BYTES), 0);
+    loop {
+        loop {
+            let decoded = match decoder.decode(&mut buf[start..end]) {
+                Ok(d) => d,
+                Err(violation) => return CloseReason::Violation(violation),
+            };
+            let consumed = decoded.consumed;
+            let Some(message) = decoded.message else {
+                start += consumed;
+                break;
+            };
+            if let Some(reason) = handle(shard, conn, message, mode) {
+                return reason;
+            }
+            start += consumed;
+        }
+        if let Some(reason) = conn.ended() {
+            return reason;
+        }
+        // Make room: compact what is left of a frame to the front, grow for
+        // a large frame (never past one frame at the limit), and shrink back
+        // after one.
+        if start == end {
+            (start, end) = (0, 0);
+            if buf.len() > 4 * READ_CHUNK_BYTES {
+                buf = vec![0; READ_CHUNK_BYTES];
+            }
+        } else if start > 0 {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+        }
+        if end == buf.len() {
+            buf.resize((buf.len() * 2).min(frame_bytes_max).max(end + 1), 0);
+        }
+        let read = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[end..]));
+        let n = match future::or(async { Some(read.await) }, async {
+            conn.wait_ended().await;
+            None
+        })
+        .await
+        {
+            None => return conn.ended().unwrap_or(CloseReason::PeerGone),
+            Some(Ok(0)) | Some(Err(_)) => return CloseReason::PeerGone,
+            Some(Ok(n)) => n,
+        };
+        end += n;
+        shard.counters().bytes_in.add(n as u64);
+        conn.last_heard_ms.set(shard.clock_ms());
+        conn.pinged.set(false);
+    }
+}
+
+/// Handles one complete client message; `Some` ends the connection.
+fn handle(
+    shard: &Shard,
+    conn: &ConnHandle,
+    message: Message<'_>,
+    mode: &Mode,
+) -> Option<CloseReason> {
+    match (message, mode) {
+        (Message::Close(close), _) => {
+            return Some(CloseReason::ClientClosed(close.map(|(code, _)| code)))
+        }
+        (Message::Ping(payload), _) => {
+            conn.push(codec::pong_frame(payload));
+        }
+        (Message::Pong(_), _) => {}
+        (Message::Text(text), Mode::Echo) => {
+            conn.push(codec::text_frame(text));
+        }
+        (Message::Binary(data), Mode::Echo) => {
+            conn.push(binary_frame(data));
+        }
+        (Message::Binary(_), Mode::Channel(..)) => {
+            shard.send_error(conn, "binary frames are not supported")
+        }
+        (Message::Text(text), Mode::Channel(..)) => publish_text(shard, conn, text),
+    }
+    None
+}
+
+/// Checks a client text frame and routes it (PROTOCOL.md section 4).
+fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
+    let (to, payload) = match classify(text) {
+        Classified::Broadcast(payload) => (None, payload),
+        Classified::Direct { to, payload } => (Some(to), payload),
+        Classified::Unterminated => return shard.send_error(conn, "message is not valid JSON"),
+    };
+    if !shard.validator().borrow_mut().is_valid(payload) {
+        return shard.send_error(conn, "message is not valid JSON");
+    }
+    let to = match to.map(|t| (t, Uid::parse(t))) {
+        None => None,
+        Some((_, Some(uid))) => Some(uid),
+        Some((raw, None)) => {
+            // Not a uid at all, so no member has it; the text is the
+            // client's own, echoed back to it only.
+            let shown: String = String::from_utf8_lossy(raw).chars().take(64).collect();
+            return shard.send_error(conn, &format!("no user {shown} on this channel"));
+        }
+    };
+    shard.publish(conn, to, payload);
+}
+
+fn binary_frame(data: &[u8]) -> Bytes {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let mut frame = codec::start_frame(data.len());
+    frame.extend_from_slice(data);
+    codec::finish_frame(frame, OpCode::Data(Data::Binary))
+}
+
+/// Reads and discards until the peer closes (after our close frame).
+async fn drain_until_eof(stream: &RefCell<TcpStream>) {
+    let mut sink = [0u8; 1024];
+    loop {
+        match poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut sink)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The writer task of a WebSocket connection: drains its queue with
+//! gathered writes, many frames per `sendmsg`, and writes the close frame
+//! when the connection ends. Runs on the connection's home shard.
+//!
+//! glommio 0.9 has no vectored write for TCP (its `poll_write` sends one
+//! buffer), so we call `sendmsg(MSG_DONTWAIT)` on the socket ourselves,
+//! exactly as glommio's own first attempt does, and only when the socket is
+//! full fall back to glommio's `poll_write`, which parks the task on an
+//! io_uring poll until the socket is writable.
+
+use super::handle::ConnHandle;
+use crate::error::CloseReason;
+use crate::limits::WRITE_BATCH_FRAMES;
+use crate::shard::Shard;
+use crate::ws::codec::close_frame;
+use futures_lite::AsyncWrite;
+use glommio::net::TcpStream;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The writer's position: how much of the head frame is already sent.
+struct Writer {
+    conn: Rc<ConnHandle>,
+    stream: Rc<RefCell<TcpStream>>,
+    shard: Rc<Shard>,
+    head_written: usize,
+}
+
+pub async fn run(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<TcpStream>>) {
+    let mut w = Writer {
+        conn,
+        stream,
+        shard,
+        head_written: 0,
+    };
+    loop {
+        w.conn.output_or_end().await;
+        if let Some(reason) = w.conn.ended() {
+            w.finish(reason).await;
+            return;
+        }
+        if let Err(e) = w.flush_once().await {
+            if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
+                tracing::debug!(error = %e, "write failed");
+            }
+            w.conn.end(CloseReason::WriteFailed);
+        }
+    }
+}
+
+impl Writer {
+    /// One gathered write of what is queued; parks until writable if the
+    /// socket is full.
+    async fn flush_once(&mut self) -> io::Result<()> {
+        match self.send_gathered() {
+            Ok(n) => {
+                self.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let head = match self.conn.queue().borrow().front() {
+                    Some(f) => f.slice(self.head_written..),
+                    None => return Ok(()),
+                };
+                let stream = &self.stream;
+                let n =
+                    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head)).await?;
+                // Only this task removes from the queue, so the head is
+                // still the frame we just wrote from.
+                self.advance(n);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_gathered(&self) -> io::Result<usize> {
+        let queue = self.conn.queue().borrow();
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; WRITE_BATCH_FRAMES];
+        let mut count = 0;
+        for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
+            let bytes = if i == 0 {
+                &frame[self.head_written..]
+            } else {
+                &frame[..]
+            };
+            iov[i] = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        // SAFETY: a zeroed msghdr is valid; iov points at `count` live
+        // slices borrowed from the queue, which is not touched until sendmsg
+        // returns.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = count;
+            libc::sendmsg(
+                self.stream.borrow().as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+
+    /// Drops `n` written bytes from the front of the queue.
+    fn advance(&mut self, mut n: usize) {
+        self.conn.written(n);
+        self.shard.counters().bytes_out.add(n as u64);
+        let mut queue = self.conn.queue().borrow_mut();
+        while n > 0 {
+            let Some(head) = queue.front() else { break };
+            let left = head.len() - self.head_written;
+            if n >= left {
+                n -= left;
+                queue.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Writes what must still go out, then the close frame, then FIN; all
+    /// within the close timeout, after which the socket is simply dropped.
+    async fn finish(&mut self, reason: CloseReason) {
+        if !reason.flushes_queue() {
+            // Keep a partly written head frame so the stream stays
+            // well-formed for the close frame that follows.
+            self.conn.discard_queue(self.head_written > 0);
+        }
+        if let Some((code, text)) = reason.close_frame() {
+            self.conn.push_final(close_frame(code, text));
+        }
+        let deadline = Duration::from_millis(self.shard.config().close_timeout_ms);
+        let drain = async {
+            while !self.conn.queue().borrow().is_empty() {
+                if self.flush_once().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = glommio::timer::timeout(deadline, async {
+            drain.await;
+            Ok(())
+        })
+        .await;
+        // SAFETY: shutting down the write side of a socket we own.
+        unsafe {
+            libc::shutdown(self.stream.borrow().as_raw_fd(), libc::SHUT_WR);
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Parsing of an HTTP/1.x request head (request line and headers) with
+//! `httparse`, under the caller's size and header-count limits
+//! (PROTOCOL.md section 8: 8 KiB and 64 headers by default).
+//!
+//! Pure: it looks at a byte buffer the caller has read so far and says
+//! "incomplete", "here is the head", or why the peer must be dropped. No I/O,
+//! and it never panics on peer input.
+
+/// Limits on a request head, chosen by the caller's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Largest head accepted, counting the final CRLFCRLF.
+    pub head_bytes_max: usize,
+    /// Most headers accepted. Capped at [`HEADERS_MAX_SUPPORTED`].
+    pub headers_max: usize,
+}
+
+/// Ceiling on `HeadLimits::headers_max`: the header slots live on the stack,
+/// so a configured value above this is treated as this.
+pub const HEADERS_MAX_SUPPORTED: usize = 128;
+
+/// Why a request head was refused; every case ends the connection.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum HeadError {
+    TooLarge,
+    TooManyHeaders,
+    Malformed,
+}
+
+/// An owned, parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The method as sent, e.g. `GET` (methods are case-sensitive).
+    pub method: String,
+    /// The raw request target, still percent-encoded, query included.
+    pub target: String,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub version_minor: u8,
+    /// Header names lower-cased, in the order sent; values as raw bytes
+    /// because HTTP does not promise UTF-8 there.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers_named(name).next()
+    }
+
+    /// The first header called `name`, trimmed, if it is valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        let value = std::str::from_utf8(self.header(name)?).ok()?;
+        Some(value.trim_matches(|c| c == ' ' || c == '\t'))
+    }
+
+    /// Whether `token` appears (case-insensitive) in the comma-separated
+    /// lists of every header called `name`. Repeated headers count as one
+    /// list, as RFC 9110 5.3 allows a sender to split a list that way.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers_named(name).any(|value| {
+            value
+                .split(|&b| b == b',')
+                .any(|item| trim_ows(item).eq_ignore_ascii_case(token.as_bytes()))
+        })
+    }
+
+    /// Whether the client wants the connection kept open after the response
+    /// (RFC 9112 9.3): persistent by default from HTTP/1.1 on, opt-in before.
+    pub fn keep_alive(&self) -> bool {
+        if self.version_minor >= 1 {
+            !self.has_token("connection", "close")
+        } else {
+            self.has_token("connection", "keep-alive")
+        }
+    }
+
+    fn headers_named<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
+    where
+        's: 'n,
+    {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete and still under the limit, read more.
+/// `Ok(Some((head, consumed)))`: `consumed` is the head's length including
+/// the final CRLFCRLF; whatever follows (a body, early WebSocket frames)
+/// starts at `buf[consumed..]`.
+///
+/// Errors: [`HeadError::TooLarge`] when the head is not complete within
+/// `head_bytes_max` bytes, [`HeadError::TooManyHeaders`] past
+/// `headers_max`, [`HeadError::Malformed`] for anything else httparse
+/// rejects.
+pub fn parse_head(
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    // Parsing only the first `head_bytes_max` bytes bounds the work per call
+    // and makes "complete but too long" the same case as "incomplete at the
+    // limit".
+    let window = &buf[..buf.len().min(limits.head_bytes_max)];
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX_SUPPORTED];
+    let slots = &mut slots[..limits.headers_max.min(HEADERS_MAX_SUPPORTED)];
+    let mut req = httparse::Request::new(slots);
+    match req.parse(window) {
+        Ok(httparse::Status::Complete(consumed)) => {
+            let head = RequestHead {
+                method: req.method.ok_or(HeadError::Malformed)?.to_owned(),
+                target: req.path.ok_or(HeadError::Malformed)?.to_owned(),
+                version_minor: req.version.ok_or(HeadError::Malformed)?,
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                    .collect(),
+            };
+            Ok(Some((head, consumed)))
+        }
+        Ok(httparse::Status::Partial) if window.len() >= limits.head_bytes_max => {
+            Err(HeadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        head_bytes_max: 8192,
+        headers_max: 64,
+    };
+
+    const UPGRADE: &[u8] = b"GET /c/my%20chan?as=Al&echo=true HTTP/1.1\r\n\
+        Host: example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn parse_ok(bytes: &[u8]) -> RequestHead {
+        parse_head(bytes, &LIMITS).unwrap().unwrap().0
+    }
+
+    fn head_with(version_minor: u8, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            target: "/".into(),
+            version_minor,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn complete_head_in_one_buffer_is_parsed() {
+        let (head, consumed) = parse_head(UPGRADE, &LIMITS).unwrap().unwrap();
+        assert_eq!(consumed, UPGRADE.len());
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/c/my%20chan?as=Al&echo=true");
+        assert_eq!(head.version_minor, 1);
+        assert_eq!(head.headers.len(), 5);
+        assert_eq!(
+            head.headers[1],
+            ("upgrade".to_string(), b"websocket".to_vec())
+        );
+    }
+
+    #[test]
+    fn head_split_at_every_offset_is_incomplete_until_whole() {
+        let whole = parse_head(UPGRADE, &LIMITS);
+        assert!(matches!(whole, Ok(Some(_))));
+        for cut in 0..UPGRADE.len() {
+            assert_eq!(
+                parse_head(&UPGRADE[..cut], &LIMITS),
+                Ok(None),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(parse_head(UPGRADE, &LIMITS), whole);
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_not_consumed() {
+        let mut buf = UPGRADE.to_vec();
+        buf.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4]);
+        let (_, consumed) = parse_head(&buf, &LIMITS).unwrap().unwrap();
+        assert_eq!(consumed, UPGRADE.len());
+        assert_eq!(&buf[consumed..], &[0x81, 0x85, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn incomplete_head_at_the_limit_is_too_large() {
+        let limits = HeadLimits {
+            head_bytes_max: 64,
+            headers_max: 64,
+        };
+        let mut buf = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
+        buf.resize(63, b'a');
+        assert_eq!(parse_head(&buf, &limits), Ok(None));
+        buf.push(b'a');
+        assert_eq!(parse_head(&buf, &limits), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn complete_head_longer_than_the_limit_is_too_large() {
+        let limits = HeadLimits {
+            head_bytes_max: UPGRADE.len() - 1,
+            headers_max: 64,
+        };
+        assert_eq!(parse_head(UPGRADE, &limits), Err(HeadError::TooLarge));
+        let exact = HeadLimits {
+            head_bytes_max: UPGRADE.len(),
+            headers_max: 64,
+        };
+        assert!(parse_head(UPGRADE, &exact).unwrap().is_some());
+    }
+
+    #[test]
+    fn more_headers_than_the_limit_is_refused() {
+        let build = |n: usize| {
+            let mut buf = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..n {
+                buf.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+            }
+            buf.extend_from_slice(b"\r\n");
+            buf
+        };
+        assert_eq!(parse_ok(&build(64)).headers.len(), 64);
+        assert_eq!(
+            parse_head(&build(65), &LIMITS),
+            Err(HeadError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for bad in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_head(bad, &LIMITS),
+                Err(HeadError::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive() {
+        let head = parse_ok(UPGRADE);
+        assert_eq!(head.header("SEC-WEBSOCKET-VERSION"), Some(&b"13"[..]));
+        assert_eq!(
+            head.header_str("sec-websocket-key"),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
+        assert_eq!(head.header("x-missing"), None);
+    }
+
+    #[test]
+    fn header_str_trims_and_rejects_invalid_utf8() {
+        let mut head = head_with(1, &[("X-A", " \tpadded\t ")]);
+        head.headers.push(("x-b".into(), vec![0xff, 0xfe]));
+        assert_eq!(head.header_str("x-a"), Some("padded"));
+        assert_eq!(head.header_str("x-b"), None);
+        assert_eq!(head.header("x-b"), Some(&[0xff, 0xfe][..]));
+    }
+
+    #[test]
+    fn has_token_reads_lists_and_repeated_headers() {
+        let head = head_with(
+            1,
+            &[
+                ("Connection", "keep-alive , UPGRADE"),
+                ("Connection", "x"),
+                ("Upgrade", "h2c"),
+            ],
+        );
+        assert!(head.has_token("connection", "upgrade"));
+        assert!(head.has_token("Connection", "Keep-Alive"));
+        assert!(head.has_token("connection", "x"));
+        assert!(!head.has_token("connection", "close"));
+        assert!(!head.has_token("connection", "keep"));
+        assert!(!head.has_token("upgrade", "websocket"));
+
+        let repeated = head_with(1, &[("Upgrade", "h2c"), ("upgrade", "websocket")]);
+        assert!(repeated.has_token("upgrade", "websocket"));
+    }
+
+    #[test]
+    fn keep_alive_follows_version_defaults() {
+        assert!(head_with(1, &[]).keep_alive());
+        assert!(head_with(1, &[("Connection", "keep-alive")]).keep_alive());
+        assert!(!head_with(1, &[("Connection", "Close")]).keep_alive());
+        assert!(!head_with(1, &[("Connection", "keep-alive, close")]).keep_alive());
+        assert!(!head_with(0, &[]).keep_alive());
+        assert!(head_with(0, &[("Connection", "Keep-Alive")]).keep_alive());
+    }
+}

@@ -1,0 +1,12 @@
+//! The HTTP/1.1 side of the relay: parsing a request head, deciding what it
+//! asks for (a WebSocket join, an HTTP push, an info endpoint, or a refusal),
+//! and writing the responses. Pure functions over bytes; the caller owns the
+//! sockets, the timers and the limits.
+
+pub mod head;
+pub mod request;
+pub mod response;
+
+pub use head::{parse_head, HeadError, HeadLimits, RequestHead};
+pub use request::{route, JoinOptions, Refusal, Route};
+pub use response::{refusal_response, response, switching_protocols};

@@ -1,0 +1,214 @@
+//! Serialization of the server's HTTP/1.1 responses: plain responses with a
+//! body, refusals, and the `101 Switching Protocols` that starts a WebSocket.
+//!
+//! Pure: it only builds byte vectors; writing them is the caller's job.
+
+use super::request::Refusal;
+
+/// The standard reason phrase for the statuses this server sends; empty for
+/// others, which RFC 9112 4 allows.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// A complete HTTP/1.1 response: status line, `Content-Type`,
+/// `Content-Length`, `extra_headers`, `Connection: close` unless
+/// `keep_alive`, a blank line, then `body`.
+///
+/// 1xx and 204 responses carry neither body nor content headers (RFC 9110
+/// 8.6, 15.3.5). An extra header whose name or value holds CR or LF is left
+/// out rather than let it split the response.
+pub fn response(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let bodyless = status < 200 || status == 204;
+    let mut head = String::with_capacity(128);
+    head.push_str("HTTP/1.1 ");
+    head.push_str(&status.to_string());
+    head.push(' ');
+    head.push_str(reason_phrase(status));
+    head.push_str("\r\n");
+    if !bodyless {
+        push_header(&mut head, "Content-Type", content_type);
+        push_header(&mut head, "Content-Length", &body.len().to_string());
+    }
+    for (name, value) in extra_headers {
+        push_header(&mut head, name, value);
+    }
+    if !keep_alive {
+        push_header(&mut head, "Connection", "close");
+    }
+    head.push_str("\r\n");
+
+    let mut out = head.into_bytes();
+    if !bodyless {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+fn push_header(head: &mut String, name: &str, value: &str) {
+    let splits = |s: &str| s.contains(['\r', '\n']);
+    if splits(name) || splits(value) {
+        return;
+    }
+    head.push_str(name);
+    head.push_str(": ");
+    head.push_str(value);
+    head.push_str("\r\n");
+}
+
+/// The response for a refused request. Always closes: a refused peer gets no
+/// second request on the same connection, which also spares reading any body
+/// it may have sent.
+pub fn refusal_response(refusal: &Refusal) -> Vec<u8> {
+    let headers: Vec<(&str, &str)> = refusal
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let mut body = String::with_capacity(refusal.body.len() + 1);
+    body.push_str(refusal.body);
+    body.push('\n');
+    response(
+        refusal.status,
+        "text/plain; charset=utf-8",
+        &headers,
+        body.as_bytes(),
+        false,
+    )
+}
+
+/// The `101` answer to an accepted WebSocket handshake (RFC 6455 4.2.2).
+pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
+    response(
+        101,
+        "",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key),
+        ],
+        b"",
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn response_has_status_line_headers_and_exact_content_length() {
+        let out = response(200, "text/plain", &[("X-A", "1")], b"0.1.0", true);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n0.1.0"
+        );
+    }
+
+    #[test]
+    fn content_length_counts_bytes_not_characters() {
+        let body = "café ✓".as_bytes();
+        let out = response(200, "text/plain; charset=utf-8", &[], body, false);
+        assert!(text(&out).contains("Content-Length: 9\r\n"));
+        assert!(out.ends_with(b"Connection: close\r\n\r\ncaf\xc3\xa9 \xe2\x9c\x93"));
+    }
+
+    #[test]
+    fn keep_alive_leaves_out_connection_close() {
+        let open = response(200, "text/plain", &[], b"", true);
+        let closed = response(200, "text/plain", &[], b"", false);
+        assert!(!text(&open).contains("Connection"));
+        assert!(text(&closed).ends_with("Content-Length: 0\r\nConnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn no_content_has_no_body_or_length() {
+        let out = response(204, "text/plain", &[], b"ignored", false);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_with_a_line_break_is_dropped() {
+        let out = response(
+            200,
+            "text/plain",
+            &[("X-A", "1\r\nX-B: 2"), ("X-C", "3")],
+            b"",
+            true,
+        );
+        assert!(!text(&out).contains("X-A") && !text(&out).contains("X-B"));
+        assert!(text(&out).contains("X-C: 3\r\n"));
+    }
+
+    #[test]
+    fn refusal_response_includes_its_headers_and_closes() {
+        let refusal = Refusal {
+            status: 405,
+            body: "method not allowed",
+            headers: vec![("Allow", "POST".to_string())],
+        };
+        assert_eq!(
+            text(&refusal_response(&refusal)),
+            "HTTP/1.1 405 Method Not Allowed\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 19\r\n\
+             Allow: POST\r\n\
+             Connection: close\r\n\
+             \r\n\
+             method not allowed\n"
+        );
+    }
+
+    #[test]
+    fn switching_protocols_is_exact_for_the_rfc_sample() {
+        let accept = tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(
+            text(&switching_protocols(&accept)),
+            "HTTP/1.1 101 Switching Protocols\r\n\
+             Upgrade: websocket\r\n\
+             Connection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             \r\n"
+        );
+    }
+
+    #[test]
+    fn every_listed_status_has_a_reason_phrase() {
+        for status in [
+            101, 200, 204, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 503,
+        ] {
+            assert!(!reason_phrase(status).is_empty(), "{status}");
+        }
+        assert_eq!(reason_phrase(299), "");
+    }
+}

@@ -1,0 +1,40 @@
+//! Named limits that are not operator settings: fixed by the protocol or by
+//! the shape of the code. Operator-tunable limits live in `config.rs` with
+//! their defaults; everything here says why it has its value.
+
+/// A uid is 6 characters of `[A-Za-z0-9]` (PROTOCOL.md section 3).
+pub const UID_CHARS: usize = 6;
+
+/// The number of distinct uids: 62^6. The server never reuses one while it
+/// runs, so this is also the number of connections one process may accept.
+pub const UID_SPACE: u64 = 56_800_235_584;
+
+/// Longest channel name after percent-decoding (PROTOCOL.md section 1).
+pub const CHANNEL_BYTES_MAX: usize = crate::http::request::CHANNEL_BYTES_MAX;
+
+/// Longest alias (PROTOCOL.md section 2).
+pub const ALIAS_BYTES_MAX: usize = crate::http::request::ALIAS_BYTES_MAX;
+
+/// Frames gathered into one `sendmsg`. 64 was where the design check saw
+/// fan-out reach ~4.8 M deliveries/s; more buys little and costs stack.
+pub const WRITE_BATCH_FRAMES: usize = 64;
+
+/// Bytes asked of the kernel per `recv` on a WebSocket. Small frames arrive
+/// many per read; a message larger than this grows the buffer up to the
+/// message limit and shrinks back afterwards.
+pub const READ_CHUNK_BYTES: usize = 4096;
+
+/// Cross-shard messages batched into one queue slot. A batch is one wake of
+/// the receiving shard, so the more per batch, the fewer wakes.
+
+/// How often each shard sweeps its connections for liveness (pings and idle
+/// drops). Pings and idle drops are therefore late by at most this much.
+pub const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Upper bound on HTTP headers the parser can hold (the configured
+/// `request_headers_max` is checked against it at startup).
+pub const HEADERS_MAX_CEILING: usize = crate::http::head::HEADERS_MAX_SUPPORTED;
+
+/// Pending connections the kernel may hold per listener before accepting
+/// (capped by `net.core.somaxconn`; see tuning/).
+pub const LISTEN_BACKLOG: i32 = 4096;

@@ -1,0 +1,189 @@
+//! The channels a shard owns: members, per-shard member counts, totals.
+//! Lives on the owner shard only and is never touched from another shard;
+//! joins, leaves and publishes reach it through `Shard::send`.
+
+use crate::id::{ChannelToken, ConnId, ShardId, Uid};
+use ahash::AHashMap;
+
+/// A member as the owner knows it.
+#[derive(Debug)]
+pub struct Member {
+    pub uid: Uid,
+    /// The alias as a JSON string literal, when the member set one.
+    pub alias_json: Option<Box<str>>,
+    /// Whether join/leave events and `users` lists name this member.
+    pub announce: bool,
+}
+
+/// One channel on its owner.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: Box<str>,
+    pub members: AHashMap<ConnId, Member>,
+    /// Members per home shard: the fan-out visits only shards with members.
+    pub members_per_shard: Vec<u32>,
+}
+
+impl Channel {
+    pub fn total(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The shards that have at least one member.
+    pub fn home_shards(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.members_per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, _)| ShardId(i as u16))
+    }
+}
+
+/// Every channel this shard owns, by name (for joins) and by token (for
+/// everything after the join).
+pub struct Registry {
+    shard: ShardId,
+    shards: usize,
+    by_name: AHashMap<Box<str>, ChannelToken>,
+    channels: AHashMap<ChannelToken, Channel>,
+    tokens_issued: u64,
+}
+
+impl Registry {
+    pub fn new(shard: ShardId, shards: usize) -> Registry {
+        Registry {
+            shard,
+            shards,
+            by_name: AHashMap::new(),
+            channels: AHashMap::new(),
+            tokens_issued: 0,
+        }
+    }
+
+    /// Adds `conn` to the channel `name`, creating the channel if needed.
+    pub fn join(&mut self, name: &str, conn: ConnId, member: Member) -> (ChannelToken, &Channel) {
+        let token = match self.by_name.get(name) {
+            Some(&token) => token,
+            None => {
+                // Tokens interleave like ConnIds, so they are unique across
+                // shards and name their owner.
+                let token =
+                    ChannelToken(self.tokens_issued * self.shards as u64 + self.shard.0 as u64);
+                self.tokens_issued += 1;
+                self.by_name.insert(name.into(), token);
+                self.channels.insert(
+                    token,
+                    Channel {
+                        name: name.into(),
+                        members: AHashMap::new(),
+                        members_per_shard: vec![0; self.shards],
+                    },
+                );
+                token
+            }
+        };
+        let channel = self
+            .channels
+            .get_mut(&token)
+            .expect("by_name and channels agree");
+        if channel.members.insert(conn, member).is_none() {
+            channel.members_per_shard[conn.home(self.shards).index()] += 1;
+        }
+        (token, channel)
+    }
+
+    /// Removes `conn`; returns the member and the channel as it is after the
+    /// leave (`None` when the channel emptied and was retired).
+    pub fn leave(
+        &mut self,
+        token: ChannelToken,
+        conn: ConnId,
+    ) -> Option<(Member, Option<&Channel>)> {
+        let channel = self.channels.get_mut(&token)?;
+        let member = channel.members.remove(&conn)?;
+        channel.members_per_shard[conn.home(self.shards).index()] -= 1;
+        if channel.members.is_empty() {
+            let channel = self.channels.remove(&token).expect("present");
+            self.by_name.remove(&channel.name);
+            return Some((member, None));
+        }
+        Some((member, self.channels.get(&token)))
+    }
+
+    pub fn get(&self, token: ChannelToken) -> Option<&Channel> {
+        self.channels.get(&token)
+    }
+
+    /// Channels this shard owns now.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+}
+
+/// The shard that owns a channel token.
+pub fn token_owner(token: ChannelToken, shards: usize) -> ShardId {
+    ShardId((token.0 % shards as u64) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(c: u8) -> Member {
+        Member {
+            uid: Uid([c; 6]),
+            alias_json: None,
+            announce: true,
+        }
+    }
+
+    #[test]
+    fn join_creates_then_reuses_the_channel() {
+        let mut r = Registry::new(ShardId(1), 2);
+        let (t1, ch) = r.join("room", ConnId(0), member(b'a'));
+        assert_eq!(ch.total(), 1);
+        assert_eq!(token_owner(t1, 2), ShardId(1));
+        let (t2, ch) = r.join("room", ConnId(3), member(b'b'));
+        assert_eq!(t1, t2);
+        assert_eq!(ch.total(), 2);
+        assert_eq!(
+            ch.home_shards().collect::<Vec<_>>(),
+            vec![ShardId(0), ShardId(1)]
+        );
+    }
+
+    #[test]
+    fn last_leave_retires_the_channel_and_a_new_join_gets_a_new_token() {
+        let mut r = Registry::new(ShardId(0), 2);
+        let (t1, _) = r.join("room", ConnId(0), member(b'a'));
+        let (_, after) = r.leave(t1, ConnId(0)).unwrap();
+        assert!(after.is_none());
+        assert!(r.is_empty());
+        let (t2, _) = r.join("room", ConnId(2), member(b'a'));
+        assert_ne!(t1, t2);
+    }
+
+    #[test]
+    fn leave_of_a_stranger_changes_nothing() {
+        let mut r = Registry::new(ShardId(0), 2);
+        let (t, _) = r.join("room", ConnId(0), member(b'a'));
+        assert!(r.leave(t, ConnId(9)).is_none());
+        assert_eq!(r.get(t).unwrap().total(), 1);
+    }
+
+    #[test]
+    fn per_shard_counts_follow_joins_and_leaves() {
+        let mut r = Registry::new(ShardId(0), 2);
+        let (t, _) = r.join("room", ConnId(1), member(b'a'));
+        r.join("room", ConnId(2), member(b'b'));
+        r.leave(t, ConnId(1));
+        assert_eq!(
+            r.get(t).unwrap().home_shards().collect::<Vec<_>>(),
+            vec![ShardId(0)]
+        );
+    }
+}

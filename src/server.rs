@@ -1,0 +1,155 @@
+//! Starting and stopping the relay: bind one SO_REUSEPORT listener per
+//! shard, wire a bounded queue between every pair of shards, start one
+//! pinned executor per shard, and wait until all of them accept. The
+//! returned `Server` stops them: each shard drains (1001 to every client)
+//! within `shutdown_timeout_ms`.
+
+use crate::config::{allowed_cpus, Config};
+use crate::error::Error;
+use crate::id::{random_seed, ShardId, UidCipher};
+use crate::metrics::{self, Metrics};
+use crate::shard::{self, forward::Batch, Shard, ShardWiring};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running relay.
+pub struct Server {
+    local_addr: SocketAddr,
+    shards: usize,
+    metrics: Metrics,
+    /// Our ends of the shards' shutdown sockets.
+    shutdown: Vec<UnixStream>,
+    executors: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts every shard and returns once all of them accept connections.
+    pub fn start(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let cpus = allowed_cpus();
+        let shards = if config.shards == 0 {
+            cpus.len()
+        } else {
+            config.shards
+        };
+        let listeners = crate::shard::listener::bind_all(config.listen, shards)?;
+        let local_addr = listeners[0].local_addr()?;
+        let config = Arc::new(config);
+        let metrics = metrics::new(shards);
+        let cipher = UidCipher::new(random_seed());
+        let (mut senders, mut receivers) = queues(shards, config.forward_queue_slots);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+
+        let mut shutdown = Vec::with_capacity(shards);
+        let mut executors = Vec::with_capacity(shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (ours, theirs) = UnixStream::pair()?;
+            shutdown.push(ours);
+            let id = ShardId(index as u16);
+            let (shard_config, cipher, metrics) = (config.clone(), cipher.clone(), metrics.clone());
+            let wiring = ShardWiring {
+                shard: Box::new(move || Shard::new(id, shards, shard_config, cipher, metrics)),
+                listener,
+                shutdown: theirs,
+                senders: std::mem::take(&mut senders[index]),
+                receivers: std::mem::take(&mut receivers[index]),
+                ready: ready_tx.clone(),
+            };
+            let placement = match config.pin {
+                true => Placement::Fixed(cpus[index % cpus.len()]),
+                false => Placement::Unbound,
+            };
+            let executor = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{index}"))
+                .io_memory(config.io_memory_bytes)
+                .spawn(move || shard::run(wiring))
+                .map_err(|e| Error::Executor(format!("shard {index}: {e}")))?;
+            executors.push(executor);
+        }
+        drop(ready_tx);
+        for _ in 0..shards {
+            ready_rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| {
+                    Error::Executor(
+                        "a shard did not start (is io_uring available? see README)".into(),
+                    )
+                })?;
+        }
+        tracing::info!(%local_addr, shards, "listening");
+        Ok(Server {
+            local_addr,
+            shards,
+            metrics,
+            shutdown,
+            executors,
+        })
+    }
+
+    /// The address the shards listen on (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Every shard's counters, as `/metrics` sums them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Tells every shard to drain and stop, and waits until they have.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), Error> {
+        for socket in &mut self.shutdown {
+            let _ = socket.write_all(&[1]);
+        }
+        let mut result = Ok(());
+        for (index, executor) in self.executors.drain(..).enumerate() {
+            if let Err(e) = executor.join() {
+                result = Err(Error::Executor(format!("shard {index}: {e}")));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+type Senders = Vec<Vec<Option<SharedSender<Batch>>>>;
+type Receivers = Vec<Vec<Option<SharedReceiver<Batch>>>>;
+
+/// One bounded queue per ordered pair of shards: `senders[from][to]` and
+/// `receivers[to][from]` are its two ends.
+fn queues(shards: usize, slots: usize) -> (Senders, Receivers) {
+    let mut senders: Senders = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    let mut receivers: Receivers = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(slots);
+                senders[from][to] = Some(tx);
+                receivers[to][from] = Some(rx);
+            }
+        }
+    }
+    (senders, receivers)
+}

@@ -1,0 +1,526 @@
+//! A shard: one glommio executor pinned to one cpu, and everything it owns:
+//! the connections it accepted, the channels that hash to it (`registry`),
+//! its subscriber lists, its links to the other shards and its counters.
+//! Nothing here is shared with another shard; other shards reach it only
+//! through `ShardMsg`s on the forward queues.
+//!
+//! Borrow discipline: no `RefCell` borrow is held across an `.await`, and a
+//! fan-out never touches the registry, so the owner may fan out while it
+//! holds it.
+
+pub mod forward;
+pub mod listener;
+mod run;
+
+use crate::config::Config;
+use crate::conn::handle::{ConnHandle, Pushed};
+use crate::error::CloseReason;
+use crate::http::JoinOptions;
+use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid, UidCipher};
+use crate::metrics::{Metrics, ShardCounters};
+use crate::pubsub::envelope::{self, Who};
+use crate::pubsub::json::JsonValidator;
+use crate::pubsub::registry::{token_owner, Member, Registry};
+use crate::router::{route, Route};
+use ahash::AHashMap;
+use bytes::Bytes;
+use forward::{JoinRequest, PeerLink, ShardMsg};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use run::{run, ShardWiring};
+
+pub struct Shard {
+    id: ShardId,
+    shards: usize,
+    config: Arc<Config>,
+    /// Maps connection numbers to uids and back; same key on every shard.
+    cipher: UidCipher,
+    /// Every shard's counters; this shard writes only `metrics[id]`.
+    metrics: Metrics,
+    /// Channels this shard owns.
+    registry: RefCell<Registry>,
+    /// Local members of each channel instance, whoever owns it.
+    subscribers: RefCell<AHashMap<ChannelToken, Vec<Rc<ConnHandle>>>>,
+    /// Every WebSocket connection this shard accepted and has not dropped.
+    conns: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
+    /// Connections waiting for their owner to confirm the join.
+    pending_joins: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
+    /// One link per other shard (`None` at our own index).
+    peers: Vec<Option<PeerLink>>,
+    /// JSON validation scratch space, reused for every message.
+    validator: RefCell<JsonValidator>,
+    /// Connections accepted so far (the local part of `ConnId`).
+    conns_issued: Cell<u64>,
+    /// Messages stamped so far (the local part of message ids).
+    messages_issued: Cell<u64>,
+    /// Coarse clock in ms since `started`, advanced by the sweep.
+    clock_ms: Cell<u64>,
+    started: Instant,
+    /// Set once shutdown began: upgrades refused, `/health` answers 503.
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        shards: usize,
+        config: Arc<Config>,
+        cipher: UidCipher,
+        metrics: Metrics,
+    ) -> Shard {
+        Shard {
+            id,
+            shards,
+            config,
+            cipher,
+            metrics,
+            registry: RefCell::new(Registry::new(id, shards)),
+            subscribers: RefCell::default(),
+            conns: RefCell::default(),
+            pending_joins: RefCell::default(),
+            peers: (0..shards)
+                .map(|i| (i != id.index()).then(PeerLink::default))
+                .collect(),
+            validator: RefCell::default(),
+            conns_issued: Cell::new(0),
+            messages_issued: Cell::new(0),
+            clock_ms: Cell::new(0),
+            started: Instant::now(),
+            draining: Cell::new(false),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &ShardCounters {
+        &self.metrics[self.id.index()]
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms.get()
+    }
+
+    pub fn validator(&self) -> &RefCell<JsonValidator> {
+        &self.validator
+    }
+
+    // ---- connections (home side) ----
+
+    /// A new connection: its id, uid and handle, registered with the shard.
+    pub fn open_conn(&self, echo: bool) -> Rc<ConnHandle> {
+        let local = self.conns_issued.get();
+        self.conns_issued.set(local + 1);
+        let id = ConnId::new(local, self.id, self.shards);
+        let conn = Rc::new(ConnHandle::new(
+            id,
+            self.cipher.uid(id),
+            echo,
+            self.config.outgoing_queue_bytes_max,
+            self.clock_ms(),
+        ));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        let c = self.counters();
+        c.connections_open.incr();
+        c.connections_accepted.incr();
+        conn
+    }
+
+    /// The connection is gone: forget it and count why.
+    pub fn close_conn(&self, conn: &ConnHandle, reason: CloseReason) {
+        self.conns.borrow_mut().remove(&conn.id);
+        let c = self.counters();
+        c.connections_open.sub(1);
+        c.count_close(reason);
+    }
+
+    /// Asks the channel's owner to add `conn`; the answer arrives as
+    /// `Joined`, which queues the join event and wakes the connection.
+    pub fn join(&self, channel: &str, conn: &Rc<ConnHandle>, options: &JoinOptions) {
+        self.pending_joins
+            .borrow_mut()
+            .insert(conn.id, conn.clone());
+        let request = JoinRequest {
+            channel: channel.into(),
+            conn: conn.id,
+            alias_json: options.alias.as_deref().map(envelope::alias_json),
+            announce: options.announce,
+            list: options.list,
+        };
+        match route(channel, self.id, self.shards) {
+            Route::Local => self.owner_join(request),
+            Route::Forward(owner) => self.forward(owner, ShardMsg::Join(request)),
+        }
+    }
+
+    /// Routes a client's message to its channel's owner. A local owner
+    /// reads the payload in place; only a forward copies it.
+    pub fn publish(&self, conn: &ConnHandle, to: Option<Uid>, payload: &[u8]) {
+        let Some(token) = conn.token.get() else {
+            return;
+        };
+        match token_owner(token, self.shards) {
+            owner if owner == self.id => self.owner_publish(token, conn.id, conn.echo, to, payload),
+            owner => self.forward(
+                owner,
+                ShardMsg::Publish {
+                    token,
+                    from: conn.id,
+                    echo: conn.echo,
+                    to,
+                    payload: Bytes::copy_from_slice(payload),
+                },
+            ),
+        }
+    }
+
+    /// The connection is ending: stop delivering to it now and tell the
+    /// owner, so its leave goes out at once.
+    pub fn leave(&self, conn: &ConnHandle) {
+        self.pending_joins.borrow_mut().remove(&conn.id);
+        if let Some(token) = conn.token.take() {
+            self.unsubscribe(token, conn);
+            self.send(
+                token_owner(token, self.shards),
+                ShardMsg::Leave {
+                    token,
+                    conn: conn.id,
+                },
+            );
+        }
+    }
+
+    /// Queues an error event for one of this shard's connections.
+    pub fn send_error(&self, conn: &ConnHandle, message: &str) {
+        self.counters().error_events.incr();
+        self.deliver(conn, envelope::error(message, envelope::now_ms()));
+    }
+
+    fn deliver(&self, conn: &ConnHandle, frame: Bytes) {
+        if conn.push(frame) == Pushed::Queued {
+            self.counters().deliveries.incr();
+        }
+    }
+
+    fn subscribe(&self, token: ChannelToken, conn: &Rc<ConnHandle>) {
+        let mut subs = self.subscribers.borrow_mut();
+        let list = subs.entry(token).or_default();
+        conn.subscriber_slot.set(list.len());
+        list.push(conn.clone());
+    }
+
+    fn unsubscribe(&self, token: ChannelToken, conn: &ConnHandle) {
+        let mut subs = self.subscribers.borrow_mut();
+        let Some(list) = subs.get_mut(&token) else {
+            return;
+        };
+        let slot = conn.subscriber_slot.get();
+        debug_assert!(list.get(slot).is_some_and(|c| c.id == conn.id));
+        list.swap_remove(slot);
+        if let Some(moved) = list.get(slot) {
+            moved.subscriber_slot.set(slot);
+        }
+        if list.is_empty() {
+            subs.remove(&token);
+        }
+    }
+
+    // ---- routing ----
+
+    /// The one routing point for shard messages: handle in place when `to`
+    /// is this shard, else forward.
+    pub fn send(&self, to: ShardId, msg: ShardMsg) {
+        if to == self.id {
+            self.handle(msg)
+        } else {
+            self.forward(to, msg)
+        }
+    }
+
+    fn forward(&self, to: ShardId, msg: ShardMsg) {
+        let link = self.peers[to.index()]
+            .as_ref()
+            .expect("never forward to self");
+        let c = self.counters();
+        if link.push(msg, self.config.forward_backlog_max) {
+            c.forwards.incr();
+        } else {
+            c.forward_drops.incr();
+        }
+    }
+
+    /// Handles a message that arrived from another shard (or from this one).
+    pub fn handle(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Join(request) => self.owner_join(request),
+            ShardMsg::Joined { conn, token, frame } => self.home_joined(conn, token, frame),
+            ShardMsg::Publish {
+                token,
+                from,
+                echo,
+                to,
+                payload,
+            } => self.owner_publish(token, from, echo, to, &payload),
+            ShardMsg::Leave { token, conn } => self.owner_leave(token, conn),
+            ShardMsg::FanOut {
+                token,
+                frame,
+                except,
+            } => self.home_fan_out(token, &frame, except),
+            ShardMsg::Deliver { conn, frame } => {
+                let target = self.conns.borrow().get(&conn).cloned();
+                if let Some(target) = target {
+                    self.deliver(&target, frame);
+                }
+            }
+        }
+    }
+
+    // ---- owner side: the channel's order is decided here ----
+
+    fn owner_join(&self, request: JoinRequest) {
+        let JoinRequest {
+            channel,
+            conn,
+            alias_json,
+            announce,
+            list,
+        } = request;
+        let uid = self.cipher.uid(conn);
+        let date = envelope::now_ms();
+        let mut registry = self.registry.borrow_mut();
+        let member = Member {
+            uid,
+            alias_json,
+            announce,
+        };
+        let (token, ch) = registry.join(&channel, conn, member);
+        let total = ch.total();
+        let me = &ch.members[&conn];
+        let me = Who {
+            uid: &me.uid,
+            alias_json: me.alias_json.as_deref(),
+        };
+        let users = list.then(|| {
+            ch.members
+                .values()
+                .filter(|m| m.announce || m.uid == uid)
+                .map(|m| Who {
+                    uid: &m.uid,
+                    alias_json: m.alias_json.as_deref(),
+                })
+        });
+        let own_event = envelope::join_self(me, users, total, date);
+        let others_event = (total > 1).then(|| envelope::join(announce.then_some(me), total, date));
+        let homes: Vec<ShardId> = ch.home_shards().collect();
+        self.counters().channels.set(registry.len() as u64);
+        drop(registry);
+
+        // The joiner's home learns of the join before the others' event, so
+        // the event excludes the joiner explicitly.
+        self.send(
+            conn.home(self.shards),
+            ShardMsg::Joined {
+                conn,
+                token,
+                frame: own_event,
+            },
+        );
+        if let Some(frame) = others_event {
+            for home in homes {
+                self.send(
+                    home,
+                    ShardMsg::FanOut {
+                        token,
+                        frame: frame.clone(),
+                        except: Some(conn),
+                    },
+                );
+            }
+        }
+    }
+
+    fn owner_publish(
+        &self,
+        token: ChannelToken,
+        from: ConnId,
+        echo: bool,
+        to: Option<Uid>,
+        payload: &[u8],
+    ) {
+        let registry = self.registry.borrow();
+        let Some(ch) = registry.get(token) else {
+            return;
+        };
+        // A publish that crossed its sender's leave is dropped.
+        let Some(sender) = ch.members.get(&from) else {
+            return;
+        };
+        let date = envelope::now_ms();
+        let mut id_buf = [0u8; 12];
+        let issued = self.messages_issued.get();
+        self.messages_issued.set(issued + 1);
+        let id_len = message_id(issued, self.id, self.shards, &mut id_buf);
+        let id = &id_buf[..id_len];
+        let who = Who {
+            uid: &sender.uid,
+            alias_json: sender.alias_json.as_deref(),
+        };
+        let frame = envelope::message(id, Some(who), date, payload);
+        self.counters().messages_published.incr();
+        match to {
+            None => {
+                let from_home = from.home(self.shards);
+                for home in ch.home_shards() {
+                    let except = (!echo && home == from_home).then_some(from);
+                    self.send(
+                        home,
+                        ShardMsg::FanOut {
+                            token,
+                            frame: frame.clone(),
+                            except,
+                        },
+                    );
+                }
+            }
+            Some(uid) => {
+                let target = self.cipher.conn(&uid);
+                if ch.members.contains_key(&target) {
+                    self.send(
+                        target.home(self.shards),
+                        ShardMsg::Deliver {
+                            conn: target,
+                            frame,
+                        },
+                    );
+                } else {
+                    let text = format!("no user {} on this channel", uid.as_str());
+                    self.counters().error_events.incr();
+                    let frame = envelope::error(&text, date);
+                    self.send(
+                        from.home(self.shards),
+                        ShardMsg::Deliver { conn: from, frame },
+                    );
+                }
+            }
+        }
+    }
+
+    fn owner_leave(&self, token: ChannelToken, conn: ConnId) {
+        let mut registry = self.registry.borrow_mut();
+        let Some((member, after)) = registry.leave(token, conn) else {
+            return;
+        };
+        let fan_out = after.map(|ch| {
+            let who = Who {
+                uid: &member.uid,
+                alias_json: member.alias_json.as_deref(),
+            };
+            let frame = envelope::leave(
+                member.announce.then_some(who),
+                ch.total(),
+                envelope::now_ms(),
+            );
+            (frame, ch.home_shards().collect::<Vec<_>>())
+        });
+        self.counters().channels.set(registry.len() as u64);
+        drop(registry);
+        if let Some((frame, homes)) = fan_out {
+            for home in homes {
+                self.send(
+                    home,
+                    ShardMsg::FanOut {
+                        token,
+                        frame: frame.clone(),
+                        except: None,
+                    },
+                );
+            }
+        }
+    }
+
+    // ---- home side: deliver to the connections this shard owns ----
+
+    fn home_joined(&self, conn_id: ConnId, token: ChannelToken, frame: Bytes) {
+        let conn = self.pending_joins.borrow_mut().remove(&conn_id);
+        match conn {
+            Some(conn) if conn.ended().is_none() => {
+                self.subscribe(token, &conn);
+                self.deliver(&conn, frame);
+                conn.set_joined(token);
+            }
+            // It ended while the join was in flight: undo the join.
+            _ => self.send(
+                token_owner(token, self.shards),
+                ShardMsg::Leave {
+                    token,
+                    conn: conn_id,
+                },
+            ),
+        }
+    }
+
+    fn home_fan_out(&self, token: ChannelToken, frame: &Bytes, except: Option<ConnId>) {
+        let subs = self.subscribers.borrow();
+        let Some(list) = subs.get(&token) else { return };
+        let mut delivered = 0;
+        for conn in list {
+            if Some(conn.id) != except && conn.push(frame.clone()) == Pushed::Queued {
+                delivered += 1;
+            }
+        }
+        self.counters().deliveries.add(delivered);
+    }
+
+    // ---- housekeeping ----
+
+    /// Pings quiet connections and drops silent ones. Called every
+    /// `SWEEP_INTERVAL_MS` by the sweep task.
+    fn sweep(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.clock_ms.set(now);
+        let ping_ms = self.config.ping_interval_ms;
+        let idle_ms = self.config.idle_timeout_ms;
+        for conn in self.conns.borrow().values() {
+            let silent = now.saturating_sub(conn.last_heard_ms.get());
+            if silent >= idle_ms {
+                conn.end(CloseReason::IdleTimeout);
+            } else if silent >= ping_ms && !conn.pinged.get() && conn.token.get().is_some() {
+                conn.pinged.set(true);
+                conn.push(crate::ws::codec::ping_frame(b""));
+            }
+        }
+    }
+
+    /// Starts the drain: every connection gets 1001 after its queue.
+    fn begin_shutdown(&self) {
+        self.draining.set(true);
+        for conn in self.conns.borrow().values() {
+            conn.end(CloseReason::ServerShutdown);
+        }
+    }
+
+    fn open_conns(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    fn peer(&self, shard: usize) -> Option<&PeerLink> {
+        self.peers[shard].as_ref()
+    }
+}
