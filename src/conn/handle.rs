@@ -36,6 +36,9 @@ pub struct ConnHandle {
     queued_bytes_max: usize,
     /// The writer task, parked until there is output or an end.
     writer: Cell<Option<Waker>>,
+    /// The writer task while it waits for a full socket: woken by an end
+    /// only, so pushes to a stalled client do not retry its socket.
+    writer_blocked: Cell<Option<Waker>>,
     /// The connection's main task, parked until it is joined or ended.
     main: Cell<Option<Waker>>,
     /// The first reason the connection ended for; later ones are ignored.
@@ -48,6 +51,9 @@ pub struct ConnHandle {
     pub last_heard_ms: Cell<u64>,
     /// Whether a ping went out since the client was last heard from.
     pub pinged: Cell<bool>,
+    /// The socket, so a stopping shard can cut a connection that outlived
+    /// the drain (-1 until the session sets it).
+    pub socket_fd: Cell<std::os::fd::RawFd>,
 }
 
 impl ConnHandle {
@@ -66,12 +72,14 @@ impl ConnHandle {
             queued_bytes: Cell::new(0),
             queued_bytes_max,
             writer: Cell::new(None),
+            writer_blocked: Cell::new(None),
             main: Cell::new(None),
             end: Cell::new(None),
             token: Cell::new(None),
             subscriber_slot: Cell::new(0),
             last_heard_ms: Cell::new(now_ms),
             pinged: Cell::new(false),
+            socket_fd: Cell::new(-1),
         }
     }
 
@@ -109,10 +117,21 @@ impl ConnHandle {
         }
         self.end.set(Some(reason));
         self.wake_main();
-        if let Some(w) = self.writer.take() {
-            w.wake();
+        for slot in [&self.writer, &self.writer_blocked] {
+            if let Some(w) = slot.take() {
+                w.wake();
+            }
         }
         true
+    }
+
+    /// Shuts the socket down both ways (the fd stays owned by the session).
+    pub fn shutdown_socket(&self) {
+        let fd = self.socket_fd.get();
+        if fd >= 0 {
+            // SAFETY: shutdown on a socket fd the session still owns.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
     }
 
     pub fn ended(&self) -> Option<CloseReason> {
@@ -151,6 +170,19 @@ impl ConnHandle {
                 self.main.set(Some(cx.waker().clone()));
                 Poll::Pending
             }
+        })
+        .await
+    }
+
+    /// For the writer while its socket is full: resolves when the
+    /// connection ends.
+    pub(crate) async fn ended_while_blocked(&self) {
+        poll_fn(|cx| {
+            if self.end.get().is_some() {
+                return Poll::Ready(());
+            }
+            self.writer_blocked.set(Some(cx.waker().clone()));
+            Poll::Pending
         })
         .await
     }

@@ -21,6 +21,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves one accepted TCP connection until it closes.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _tracked = shard.track_socket();
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     loop {

@@ -41,6 +41,7 @@ pub async fn run(
     // The 101 is the first thing queued; the writer starts once the owner
     // confirmed the join, so the join event follows it directly.
     conn.push(Bytes::from(http::switching_protocols(&accept_key)));
+    conn.socket_fd.set(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let stream = Rc::new(RefCell::new(stream));
     match &mode {
         Mode::Channel(channel, options) => {

@@ -13,7 +13,7 @@ use crate::error::CloseReason;
 use crate::limits::WRITE_BATCH_FRAMES;
 use crate::shard::Shard;
 use crate::ws::codec::close_frame;
-use futures_lite::AsyncWrite;
+use futures_lite::{future, AsyncWrite};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -68,8 +68,18 @@ impl Writer {
                     None => return Ok(()),
                 };
                 let stream = &self.stream;
-                let n =
-                    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head)).await?;
+                let write = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head));
+                // An end (slow consumer, shutdown) must not wait for a
+                // client that stopped reading; `finish` bounds its own wait.
+                let n = if self.conn.ended().is_some() {
+                    write.await?
+                } else {
+                    let ended = async {
+                        self.conn.ended_while_blocked().await;
+                        Ok(0)
+                    };
+                    future::or(write, ended).await?
+                };
                 // Only this task removes from the queue, so the head is
                 // still the frame we just wrote from.
                 self.advance(n);

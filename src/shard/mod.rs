@@ -32,6 +32,15 @@ use std::time::Instant;
 
 pub use run::{run, ShardWiring};
 
+/// An accepted socket being served; see `Shard::track_socket`.
+pub struct SocketGuard(Rc<Shard>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.sockets_open.set(self.0.sockets_open.get() - 1);
+    }
+}
+
 pub struct Shard {
     id: ShardId,
     shards: usize,
@@ -61,6 +70,12 @@ pub struct Shard {
     started: Instant,
     /// Set once shutdown began: upgrades refused, `/health` answers 503.
     draining: Cell<bool>,
+    /// Accepted sockets still being served (HTTP phase or WebSocket); the
+    /// drain waits for them so none is left behind unanswered.
+    sockets_open: Cell<usize>,
+    /// Set when the shard stops for good; its long-lived tasks end.
+    stopping: Cell<bool>,
+    stop_wakers: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Shard {
@@ -90,6 +105,9 @@ impl Shard {
             clock_ms: Cell::new(0),
             started: Instant::now(),
             draining: Cell::new(false),
+            sockets_open: Cell::new(0),
+            stopping: Cell::new(false),
+            stop_wakers: RefCell::default(),
         }
     }
 
@@ -516,8 +534,44 @@ impl Shard {
         }
     }
 
+    /// Ends the long-lived tasks (they race `stopped`). glommio 0.9 does
+    /// not drop a finished executor's remaining tasks, so anything left
+    /// running would keep its sockets open: the listener first of all.
+    fn stop(&self) {
+        self.stopping.set(true);
+        for w in self.stop_wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+        // Connections still draining at the deadline: cut them.
+        for conn in self.conns.borrow().values() {
+            conn.shutdown_socket();
+        }
+    }
+
+    /// Resolves once `stop` was called.
+    pub async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopping.get() {
+                return std::task::Poll::Ready(());
+            }
+            self.stop_wakers.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
     fn open_conns(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Counts an accepted socket until the returned guard drops.
+    pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
+        self.sockets_open.set(self.sockets_open.get() + 1);
+        SocketGuard(self.clone())
+    }
+
+    fn open_sockets(&self) -> usize {
+        self.sockets_open.get()
     }
 
     fn peer(&self, shard: usize) -> Option<&PeerLink> {

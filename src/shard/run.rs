@@ -9,6 +9,7 @@ use futures_lite::AsyncReadExt;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, UnixStream};
 use glommio::timer::Timer;
+use glommio::Task;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,14 +31,21 @@ pub struct ShardWiring {
 
 pub async fn run(wiring: ShardWiring) {
     let shard = Rc::new((wiring.shard)());
-    connect_peers(&shard, wiring.senders, wiring.receivers).await;
+    let mut tasks = connect_peers(&shard, wiring.senders, wiring.receivers).await;
 
     // SAFETY: the fds come from std sockets we own and give up here.
-    let listener = unsafe { TcpListener::from_raw_fd(wiring.listener.into_raw_fd()) };
+    let listener_fd = wiring.listener.into_raw_fd();
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     let mut shutdown = unsafe { UnixStream::from_raw_fd(wiring.shutdown.into_raw_fd()) };
 
-    glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    glommio::spawn_local(sweep_loop(shard.clone())).detach();
+    tasks.push(glommio::spawn_local(until_stopped(
+        shard.clone(),
+        accept_loop(shard.clone(), listener),
+    )));
+    tasks.push(glommio::spawn_local(until_stopped(
+        shard.clone(),
+        sweep_loop(shard.clone()),
+    )));
     let _ = wiring.ready.send(());
 
     // Any byte, EOF or error on the control socket means: shut down.
@@ -50,10 +58,24 @@ pub async fn run(wiring: ShardWiring) {
     );
     shard.begin_shutdown();
     let deadline = Instant::now() + Duration::from_millis(shard.config.shutdown_timeout_ms);
-    while shard.open_conns() > 0 && Instant::now() < deadline {
+    while shard.open_sockets() > 0 && Instant::now() < deadline {
         Timer::new(Duration::from_millis(10)).await;
     }
-    tracing::info!(shard = shard.id.0, left = shard.open_conns(), "stopped");
+    let left = shard.open_conns();
+    // An io_uring accept in flight keeps the listening socket alive after
+    // its fd is closed; shutting it down stops it listening now.
+    // SAFETY: shutdown on the listening socket this shard owns.
+    unsafe { libc::shutdown(listener_fd, libc::SHUT_RDWR) };
+    shard.stop();
+    for task in tasks {
+        task.await;
+    }
+    tracing::info!(shard = shard.id.0, left, "stopped");
+}
+
+/// Runs `task` until the shard stops.
+async fn until_stopped(shard: Rc<Shard>, task: impl std::future::Future<Output = ()>) {
+    futures_lite::future::or(task, shard.stopped()).await
 }
 
 /// Connects both ends of every queue, concurrently (a connect waits for
@@ -62,7 +84,8 @@ async fn connect_peers(
     shard: &Rc<Shard>,
     senders: Vec<Option<SharedSender<Batch>>>,
     receivers: Vec<Option<SharedReceiver<Batch>>>,
-) {
+) -> Vec<Task<()>> {
+    let mut tasks = Vec::new();
     let senders: Vec<_> = senders
         .into_iter()
         .enumerate()
@@ -75,31 +98,39 @@ async fn connect_peers(
         .collect();
     for (peer, sender) in senders {
         let sender = sender.await;
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let link = shard.peer(peer).expect("a link per peer");
-            loop {
-                let batch = link.next_batch().await;
-                // Waits only this task when the peer's queue is full.
-                if sender.send(batch).await.is_err() {
-                    return; // the peer stopped (shutdown)
+        let forwarder = {
+            let shard = shard.clone();
+            async move {
+                let link = shard.peer(peer).expect("a link per peer");
+                loop {
+                    let batch = link.next_batch().await;
+                    // Waits only this task when the peer's queue is full.
+                    if sender.send(batch).await.is_err() {
+                        return; // the peer stopped (shutdown)
+                    }
                 }
             }
-        })
-        .detach();
+        };
+        tasks.push(glommio::spawn_local(until_stopped(
+            shard.clone(),
+            forwarder,
+        )));
     }
     for (_, receiver) in receivers {
         let receiver = receiver.await;
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(batch) = receiver.recv().await {
-                for msg in batch {
-                    shard.handle(msg);
+        let receive = {
+            let shard = shard.clone();
+            async move {
+                while let Some(batch) = receiver.recv().await {
+                    for msg in batch {
+                        shard.handle(msg);
+                    }
                 }
             }
-        })
-        .detach();
+        };
+        tasks.push(glommio::spawn_local(until_stopped(shard.clone(), receive)));
     }
+    tasks
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -108,6 +139,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Ok(stream) => {
                 glommio::spawn_local(crate::conn::serve(shard.clone(), stream)).detach();
             }
+            Err(_) if shard.draining() => return, // the listener was shut down
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");

@@ -1,0 +1,10 @@
+//! Integration tests: the real server (2 shards, ephemeral port) and real
+//! clients over loopback. One binary; the shared boot helper is `support`.
+
+mod support;
+
+mod cross_shard;
+mod endpoints;
+mod faults;
+mod node_client;
+mod protocol;

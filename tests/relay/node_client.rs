@@ -1,0 +1,33 @@
+//! The stock `itty-sockets` npm client (0.6.1, Node, `ws` as its
+//! WebSocket) against the real server: runs tests/node/itty_client.test.mjs.
+
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn stock_itty_sockets_client_works_unchanged() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/itty-sockets").exists(),
+        "the npm packages are missing: run `npm ci --prefix tests/node` (.ci/run does)"
+    );
+    let relay = relay();
+    let output = Command::new("node")
+        .arg("--test-reporter=spec")
+        .arg(dir.join("itty_client.test.mjs"))
+        .env("RELAY_URL", format!("ws://{}", relay.addr))
+        .output()
+        .expect("node is installed (Node 20)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node tests failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("pass"), "no node test ran:\n{stdout}");
+    assert!(
+        !stdout.contains("fail 1") && !stdout.contains("# fail 1"),
+        "{stdout}"
+    );
+}
