@@ -41,10 +41,15 @@ macro_rules! options {
 
         /// Markdown rows for the README's configuration table.
         pub fn option_table() -> String {
-            let mut out = String::from("| option | meaning |\n|---|---|\n");
+            let mut out = String::from("| flag | file key | meaning |\n|---|---|---|\n");
             $(
                 let doc: Vec<&str> = vec![$($doc.trim()),*];
-                out.push_str(&format!("| `{}` | {} |\n", stringify!($name).replace('_', "-"), doc.join(" ")));
+                out.push_str(&format!(
+                    "| `--{}` | `{}` | {} |\n",
+                    stringify!($name).replace('_', "-"),
+                    stringify!($name),
+                    doc.join(" ")
+                ));
             )*
             out
         }
@@ -89,8 +94,8 @@ options! {
     /// their queues drain, and whatever is left when this passes is dropped.
     /// Default 5000.
     shutdown_timeout_ms: u64 = 5_000;
-    /// Slots in each shard-to-shard queue (one slot holds a batch of up to
-    /// 1024 messages). Default 256.
+    /// Slots in each shard-to-shard queue; a slot holds one batch (all a
+    /// shard forwarded to that peer since its last send). Default 256.
     forward_queue_slots: usize = 256;
     /// Messages a shard may hold for one peer shard while that peer's queue
     /// is full; past it, messages for that peer are dropped and counted.
@@ -244,6 +249,15 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn readme_configuration_table_is_current() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&option_table()),
+            "README.md's configuration table is stale: paste `itty-relay --print-config-table`"
+        );
     }
 
     #[test]

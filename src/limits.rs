@@ -24,9 +24,6 @@ pub const WRITE_BATCH_FRAMES: usize = 64;
 /// message limit and shrinks back afterwards.
 pub const READ_CHUNK_BYTES: usize = 4096;
 
-/// Cross-shard messages batched into one queue slot. A batch is one wake of
-/// the receiving shard, so the more per batch, the fewer wakes.
-
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;

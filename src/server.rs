@@ -43,11 +43,15 @@ impl Server {
         let metrics = metrics::new(shards);
         let cipher = UidCipher::new(random_seed());
         let (mut senders, mut receivers) = queues(shards, config.forward_queue_slots);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        // One readiness channel per shard: a shard whose executor cannot
+        // start drops its sender, which is noticed at once.
+        let mut ready = Vec::with_capacity(shards);
 
         let mut shutdown = Vec::with_capacity(shards);
         let mut executors = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            ready.push(ready_rx);
             let (ours, theirs) = UnixStream::pair()?;
             shutdown.push(ours);
             let id = ShardId(index as u16);
@@ -58,7 +62,7 @@ impl Server {
                 shutdown: theirs,
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
-                ready: ready_tx.clone(),
+                ready: ready_tx,
             };
             let placement = match config.pin {
                 true => Placement::Fixed(cpus[index % cpus.len()]),
@@ -71,15 +75,16 @@ impl Server {
                 .map_err(|e| Error::Executor(format!("shard {index}: {e}")))?;
             executors.push(executor);
         }
-        drop(ready_tx);
-        for _ in 0..shards {
-            ready_rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| {
-                    Error::Executor(
-                        "a shard did not start (is io_uring available? see README)".into(),
-                    )
-                })?;
+        for (index, ready_rx) in ready.into_iter().enumerate() {
+            if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                let why = match executors.remove(index).join() {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "it stopped before it was ready".to_owned(),
+                };
+                return Err(Error::Executor(format!(
+                    "shard {index} did not start: {why} (is io_uring available, and is the memlock limit high enough? see README)"
+                )));
+            }
         }
         tracing::info!(%local_addr, shards, "listening");
         Ok(Server {
