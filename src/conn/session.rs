@@ -11,7 +11,8 @@ use crate::id::Uid;
 use crate::limits::READ_CHUNK_BYTES;
 use crate::pubsub::classify::{classify, Classified};
 use crate::shard::Shard;
-use crate::ws::codec::{self, Decoder, Message, HEADER_BYTES_MAX};
+use crate::ws::codec::{Decoder, Message};
+use crate::ws::frame::{self, HEADER_BYTES_MAX};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
 use glommio::net::TcpStream;
@@ -147,14 +148,14 @@ fn handle(
             return Some(CloseReason::ClientClosed(close.map(|(code, _)| code)))
         }
         (Message::Ping(payload), _) => {
-            conn.push(codec::pong_frame(payload));
+            conn.push(frame::pong_frame(payload));
         }
         (Message::Pong(_), _) => {}
         (Message::Text(text), Mode::Echo) => {
-            conn.push(codec::text_frame(text));
+            conn.push(frame::text_frame(text));
         }
         (Message::Binary(data), Mode::Echo) => {
-            conn.push(binary_frame(data));
+            conn.push(frame::binary_frame(data));
         }
         (Message::Binary(_), Mode::Channel(..)) => {
             shard.send_error(conn, "binary frames are not supported")
@@ -185,13 +186,6 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
         }
     };
     shard.publish(conn, to, payload);
-}
-
-fn binary_frame(data: &[u8]) -> Bytes {
-    use tungstenite::protocol::frame::coding::{Data, OpCode};
-    let mut frame = codec::start_frame(data.len());
-    frame.extend_from_slice(data);
-    codec::finish_frame(frame, OpCode::Data(Data::Binary))
 }
 
 /// Reads and discards until the peer closes (after our close frame).

@@ -12,7 +12,7 @@ use super::handle::ConnHandle;
 use crate::error::CloseReason;
 use crate::limits::WRITE_BATCH_FRAMES;
 use crate::shard::Shard;
-use crate::ws::codec::close_frame;
+use crate::ws::frame::close_frame;
 use futures_lite::{future, AsyncWrite};
 use glommio::net::TcpStream;
 use std::cell::RefCell;

@@ -8,7 +8,7 @@
 //! it came; `alias` appears only when set.
 
 use crate::id::Uid;
-use crate::ws::codec::{finish_frame, start_frame};
+use crate::ws::frame::{finish_frame, start_frame};
 use bytes::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 

@@ -521,7 +521,7 @@ impl Shard {
                 conn.end(CloseReason::IdleTimeout);
             } else if silent >= ping_ms && !conn.pinged.get() && conn.token.get().is_some() {
                 conn.pinged.set(true);
-                conn.push(crate::ws::codec::ping_frame(b""));
+                conn.push(crate::ws::frame::ping_frame(b""));
             }
         }
     }

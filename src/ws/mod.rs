@@ -1,4 +1,6 @@
-//! WebSocket framing (RFC 6455): a sans-IO codec on tungstenite's frame
-//! types. The handshake itself is in `http`.
+//! WebSocket framing (RFC 6455): a sans-IO decoder of client frames on
+//! tungstenite's frame types (`codec`) and the server frames we send
+//! (`frame`). The handshake itself is in `http`.
 
 pub mod codec;
+pub mod frame;
