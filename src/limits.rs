@@ -19,10 +19,14 @@ pub const ALIAS_BYTES_MAX: usize = crate::http::request::ALIAS_BYTES_MAX;
 /// fan-out reach ~4.8 M deliveries/s; more buys little and costs stack.
 pub const WRITE_BATCH_FRAMES: usize = 64;
 
-/// Bytes asked of the kernel per `recv` on a WebSocket. Small frames arrive
-/// many per read; a message larger than this grows the buffer up to the
-/// message limit and shrinks back afterwards.
-pub const READ_CHUNK_BYTES: usize = 4096;
+/// The shard's shared read buffer: every WebSocket read lands here, so one
+/// `recv` can carry many small frames and no connection keeps a buffer of
+/// its own while idle.
+pub const SHARD_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How much a connection's own buffer grows per read while it completes a
+/// frame that did not arrive whole (never past one frame at the limit).
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.

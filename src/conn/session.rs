@@ -72,6 +72,11 @@ pub async fn run(
 }
 
 /// Reads and handles frames until the connection ends; returns why.
+///
+/// Reads land in the shard's shared read buffer and are decoded there, in
+/// place, before anything else runs; only the bytes of a frame that is not
+/// complete yet are copied into the connection's own `carry` buffer. An
+/// idle connection therefore holds no read buffer at all.
 async fn read_frames(
     shard: &Shard,
     conn: &ConnHandle,
@@ -81,58 +86,119 @@ async fn read_frames(
 ) -> CloseReason {
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
     let mut decoder = Decoder::new(shard.config().message_bytes_max);
-    let (mut start, mut end) = (0, leftover.len());
-    let mut buf = leftover;
-    buf.resize(buf.len().max(READ_CHUNK_BYTES), 0);
+    let mut carry = leftover;
+    if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, mode) {
+        return reason;
+    }
     loop {
-        loop {
-            let decoded = match decoder.decode(&mut buf[start..end]) {
-                Ok(d) => d,
-                Err(violation) => return CloseReason::Violation(violation),
-            };
-            let consumed = decoded.consumed;
-            let Some(message) = decoded.message else {
-                start += consumed;
-                break;
-            };
-            if let Some(reason) = handle(shard, conn, message, mode) {
-                return reason;
-            }
-            start += consumed;
-        }
         if let Some(reason) = conn.ended() {
             return reason;
         }
-        // Make room: compact what is left of a frame to the front, grow for
-        // a large frame (never past one frame at the limit), and shrink back
-        // after one.
-        if start == end {
-            (start, end) = (0, 0);
-            if buf.len() > 4 * READ_CHUNK_BYTES {
-                buf = vec![0; READ_CHUNK_BYTES];
+        let outcome = if carry.is_empty() {
+            let shared = shard.read_buffer();
+            let read = poll_fn(|cx| {
+                Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut shared.borrow_mut())
+            });
+            match read_or_end(conn, read).await {
+                Ok(n) => {
+                    // No await between the read and here: nothing else has
+                    // touched the shared buffer.
+                    let mut buf = shared.borrow_mut();
+                    let result = decode_all(shard, conn, &mut decoder, &mut buf[..n], mode);
+                    result.map(|consumed| {
+                        carry.extend_from_slice(&buf[consumed..n]);
+                        n
+                    })
+                }
+                Err(reason) => Err(reason),
             }
-        } else if start > 0 {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-        if end == buf.len() {
-            buf.resize((buf.len() * 2).min(frame_bytes_max).max(end + 1), 0);
-        }
-        let read = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[end..]));
-        let n = match future::or(async { Some(read.await) }, async {
-            conn.wait_ended().await;
-            None
-        })
-        .await
-        {
-            None => return conn.ended().unwrap_or(CloseReason::PeerGone),
-            Some(Ok(0)) | Some(Err(_)) => return CloseReason::PeerGone,
-            Some(Ok(n)) => n,
+        } else {
+            // Part of a frame is carried over: read the rest next to it.
+            let start = carry.len();
+            carry.resize(
+                (start + READ_CHUNK_BYTES)
+                    .min(frame_bytes_max)
+                    .max(start + 1),
+                0,
+            );
+            let read = poll_fn(|cx| {
+                Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut carry[start..])
+            });
+            match read_or_end(conn, read).await {
+                Ok(n) => {
+                    carry.truncate(start + n);
+                    decode_carry(shard, conn, &mut decoder, &mut carry, mode).map(|()| n)
+                }
+                Err(reason) => Err(reason),
+            }
         };
-        end += n;
-        shard.counters().bytes_in.add(n as u64);
-        conn.last_heard_ms.set(shard.clock_ms());
-        conn.pinged.set(false);
+        match outcome {
+            Ok(n) => {
+                shard.counters().bytes_in.add(n as u64);
+                conn.last_heard_ms.set(shard.clock_ms());
+                conn.pinged.set(false);
+            }
+            Err(reason) => return reason,
+        }
+    }
+}
+
+/// Waits for a read or for the connection's end, whichever comes first.
+async fn read_or_end(
+    conn: &ConnHandle,
+    read: impl std::future::Future<Output = std::io::Result<usize>>,
+) -> Result<usize, CloseReason> {
+    let ended = async {
+        conn.wait_ended().await;
+        None
+    };
+    match future::or(async { Some(read.await) }, ended).await {
+        None => Err(conn.ended().unwrap_or(CloseReason::PeerGone)),
+        Some(Ok(0)) | Some(Err(_)) => Err(CloseReason::PeerGone),
+        Some(Ok(n)) => Ok(n),
+    }
+}
+
+/// Decodes what the carry buffer holds and keeps only an incomplete frame;
+/// frees the buffer once it is empty.
+fn decode_carry(
+    shard: &Shard,
+    conn: &ConnHandle,
+    decoder: &mut Decoder,
+    carry: &mut Vec<u8>,
+    mode: &Mode,
+) -> Result<(), CloseReason> {
+    let consumed = decode_all(shard, conn, decoder, carry, mode)?;
+    carry.drain(..consumed);
+    if carry.is_empty() {
+        *carry = Vec::new();
+    }
+    Ok(())
+}
+
+/// Decodes and handles every complete message at the front of `buf`;
+/// returns how many bytes that consumed.
+fn decode_all(
+    shard: &Shard,
+    conn: &ConnHandle,
+    decoder: &mut Decoder,
+    buf: &mut [u8],
+    mode: &Mode,
+) -> Result<usize, CloseReason> {
+    let mut start = 0;
+    loop {
+        let decoded = decoder
+            .decode(&mut buf[start..])
+            .map_err(CloseReason::Violation)?;
+        start += decoded.consumed;
+        match decoded.message {
+            None => return Ok(start),
+            Some(message) => {
+                if let Some(reason) = handle(shard, conn, message, mode) {
+                    return Err(reason);
+                }
+            }
+        }
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Shard {
     pending_joins: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
     /// One link per other shard (`None` at our own index).
     peers: Vec<Option<PeerLink>>,
+    /// Where every connection's reads land (see `conn::session`): borrowed
+    /// only between a read completing and its frames being handled.
+    read_buffer: RefCell<Vec<u8>>,
     /// JSON validation scratch space, reused for every message.
     validator: RefCell<JsonValidator>,
     /// Connections accepted so far (the local part of `ConnId`).
@@ -99,6 +102,7 @@ impl Shard {
             peers: (0..shards)
                 .map(|i| (i != id.index()).then(PeerLink::default))
                 .collect(),
+            read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
             validator: RefCell::default(),
             conns_issued: Cell::new(0),
             messages_issued: Cell::new(0),
@@ -133,6 +137,10 @@ impl Shard {
 
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms.get()
+    }
+
+    pub fn read_buffer(&self) -> &RefCell<Vec<u8>> {
+        &self.read_buffer
     }
 
     pub fn validator(&self) -> &RefCell<JsonValidator> {

@@ -393,3 +393,21 @@ fn ordering_is_the_same_for_every_member() {
         "a publisher's order is kept"
     );
 }
+
+#[test]
+fn frames_split_across_many_reads_arrive_whole() {
+    let relay = relay();
+    let channel = unique("split");
+    let mut raw = Raw::upgrade(relay.addr, &format!("/c/{channel}?echo=true"));
+    assert_eq!(raw.read_json()["type"], "join");
+    let big = format!("\"{}\"", "y".repeat(30_000));
+    let mut bytes = Raw::frame(true, 1, big.as_bytes(), Some([7, 7, 7, 7]));
+    bytes.extend(Raw::frame(true, 1, b"[1]", Some([5, 6, 7, 8])));
+    // Dribble the two frames out in small pieces, split inside headers too.
+    for piece in bytes.chunks(997) {
+        std::io::Write::write_all(&mut raw.stream, piece).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(raw.read_json()["message"].as_str().unwrap().len(), 30_000);
+    assert_eq!(raw.read_json()["message"], json!([1]));
+}
