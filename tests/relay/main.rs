@@ -3,6 +3,7 @@
 
 mod support;
 
+mod binary;
 mod cross_shard;
 mod endpoints;
 mod faults;
