@@ -1,0 +1,174 @@
+//! What the executors and the main thread share, and each executor's own
+//! counters.
+
+use super::recv::EpollSet;
+pub use super::RecvMode;
+use crate::ws::{SetupError, Target};
+use glommio::sync::Semaphore;
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Read buffer per connection: one read carries many frames.
+pub const READ_BUF: usize = 64 * 1024;
+/// glommio's default (10 MiB per ring) exceeds the usual 8 MiB memlock limit.
+pub const IO_MEMORY: usize = 256 * 1024;
+/// Largest latency recorded, in microseconds (longer ones are clamped).
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+/// Above this average busy share of its cores, the generator is the limit.
+pub const SATURATED: f64 = 0.90;
+pub const NS: u64 = 1_000_000_000;
+
+/// What every executor and the main thread share: settings and atomics.
+pub struct Shared {
+    pub target: Target,
+    pub recv: RecvMode,
+    pub request: Vec<u8>,
+    pub members: usize,
+    pub publishers: usize,
+    pub rate: f64,
+    pub payload_bytes: usize,
+    pub duration_ns: u64,
+    pub warmup_ns: u64,
+    pub grace_ns: u64,
+    pub join_timeout: Duration,
+    pub members_joined: AtomicUsize,
+    pub publishers_joined: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub failures: Mutex<BTreeMap<String, usize>>,
+    pub setup_done: AtomicUsize,
+    /// Publishing start, ns on the shared clock; 0 until scheduled.
+    pub t0: AtomicU64,
+    pub abort: AtomicBool,
+    pub stop: AtomicBool,
+    pub published: AtomicU64,
+    pub publishers_done: AtomicUsize,
+    /// Deliveries per executor, for ending the grace period early.
+    pub delivered: Vec<Padded>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+pub struct Padded(pub AtomicU64);
+
+impl Shared {
+    pub fn fail(&self, e: &SetupError) {
+        self.failed.fetch_add(1, Relaxed);
+        *self.failures.lock().unwrap().entry(e.label()).or_default() += 1;
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// One executor's counters; returned to the main thread at the end.
+pub struct ExecStats {
+    /// Relayed messages received by members.
+    pub delivered: u64,
+    /// Reads that returned data on member connections (frames per read
+    /// shows how much each wake-up batches).
+    pub reads: u64,
+    /// Latency (us) of messages scheduled after the warm-up.
+    pub latency: Histogram<u64>,
+    /// Latency (us) of everything received since the last tick.
+    pub tick: Histogram<u64>,
+    /// Deliveries without a readable stamp.
+    pub unstamped: u64,
+    /// Join/leave/error events (skipped).
+    pub events: u64,
+    /// Binary or continuation frames (none expected).
+    pub other_frames: u64,
+    /// Sequence numbers skipped at a member (lost mid-stream).
+    pub gaps: u64,
+    /// Sequence numbers that went backwards at a member (duplicates, reorder).
+    pub reorders: u64,
+    /// Connections that ended during the run, by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Frames publishers received (other publishers' messages; not counted).
+    pub publisher_frames: u64,
+    pub published: u64,
+    /// Messages scheduled before the end but not sent by then.
+    pub unsent: u64,
+    /// Publisher lateness (us): write completed minus scheduled time.
+    pub lag: Histogram<u64>,
+}
+
+impl ExecStats {
+    pub fn merge(&mut self, s: &ExecStats) {
+        self.delivered += s.delivered;
+        self.reads += s.reads;
+        let _ = self.latency.add(&s.latency);
+        let _ = self.lag.add(&s.lag);
+        self.unstamped += s.unstamped;
+        self.events += s.events;
+        self.other_frames += s.other_frames;
+        self.gaps += s.gaps;
+        self.reorders += s.reorders;
+        self.publisher_frames += s.publisher_frames;
+        self.published += s.published;
+        self.unsent += s.unsent;
+        for (k, v) in &s.disconnects {
+            *self.disconnects.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn new() -> ExecStats {
+        ExecStats {
+            delivered: 0,
+            reads: 0,
+            latency: histogram(),
+            tick: histogram(),
+            unstamped: 0,
+            events: 0,
+            other_frames: 0,
+            gaps: 0,
+            reorders: 0,
+            disconnects: BTreeMap::new(),
+            publisher_frames: 0,
+            published: 0,
+            unsent: 0,
+            lag: histogram(),
+        }
+    }
+}
+
+/// Sent by each executor at `t0 + sec` seconds.
+pub struct Tick {
+    pub exec: usize,
+    pub sec: u64,
+    pub delivered: u64,
+    pub published: u64,
+    pub tick: Histogram<u64>,
+    pub cpu_ns: u64,
+}
+
+/// Per-executor state shared by its tasks (single-threaded).
+pub struct Local {
+    pub shared: Arc<Shared>,
+    pub exec: usize,
+    pub stats: RefCell<ExecStats>,
+    pub connect: Rc<Semaphore>,
+    pub settled: Cell<usize>,
+    /// `--recv epoll`: the members' sockets after their join.
+    pub epoll: Option<RefCell<EpollSet>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Member,
+    Publisher,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Publisher => "publisher",
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The minimum of WebSocket a load generator needs, written by hand so that
+//! the generator spends its cycles on the relay's traffic and not on a
+//! general-purpose library: the client handshake with a fixed key, masked
+//! client frames, and a scanner that walks server frame headers in a read
+//! buffer without parsing the JSON inside.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// A fixed `Sec-WebSocket-Key` (RFC 6455's own example) and the accept value
+/// the server must answer with, so no SHA-1 is needed here.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The fixed mask of every client frame. RFC 6455 wants an unpredictable mask
+/// against cache poisoning by intermediaries; a load generator talking to its
+/// own relay does not need that, and a fixed one lets frames be precomputed.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xa;
+
+/// Where the relay is: `ws://host[:port][/prefix]`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `Host` header: as written in the URL.
+    pub host: String,
+    /// A path prefix before `/c/<channel>` (empty for a relay at the root).
+    pub prefix: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> anyhow::Result<Target> {
+        let rest = url.strip_prefix("ws://").ok_or_else(|| {
+            anyhow::anyhow!("only ws:// URLs are supported (got {url:?}); terminate TLS elsewhere")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            anyhow::bail!("no host in {url:?}");
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("cannot resolve {authority:?}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{authority:?} resolves to no address"))?;
+        Ok(Target {
+            addr,
+            host: authority.to_owned(),
+            prefix: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The upgrade request for `/c/<channel>?<query>` (channel and query are
+    /// made by the generator, plain ASCII, nothing to escape).
+    pub fn upgrade_request(&self, channel: &str, query: &str) -> Vec<u8> {
+        format!(
+            "GET {}/c/{channel}{}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             User-Agent: itty-loadtest\r\n\r\n",
+            self.prefix,
+            if query.is_empty() { "" } else { "?" },
+            self.host,
+        )
+        .into_bytes()
+    }
+}
+
+/// Why a connection did not become a member.
+#[derive(Debug)]
+pub enum SetupError {
+    Connect(String),
+    Io(String),
+    /// The relay answered, but not with `101`: the status line.
+    Refused(String),
+    BadHandshake(String),
+    Timeout(&'static str),
+    /// The connection ended before the member's own join event.
+    ClosedBeforeJoin(String),
+}
+
+impl SetupError {
+    /// A short label to group failures by in the report.
+    pub fn label(&self) -> String {
+        match self {
+            SetupError::Connect(e) => format!("connect: {e}"),
+            SetupError::Io(e) => format!("i/o during handshake: {e}"),
+            SetupError::Refused(status) => format!("refused: {status}"),
+            SetupError::BadHandshake(why) => format!("bad handshake: {why}"),
+            SetupError::Timeout(phase) => format!("timeout: {phase}"),
+            SetupError::ClosedBeforeJoin(why) => format!("closed before own join: {why}"),
+        }
+    }
+}
+
+/// Sends the upgrade request and reads the response head into `buf`.
+/// Returns `(head_len, filled)`: bytes `buf[head_len..filled]` are already
+/// WebSocket frames (the join event often rides in the same segment).
+pub async fn handshake(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut [u8],
+) -> Result<(usize, usize), SetupError> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| SetupError::Io(e.to_string()))?;
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() || filled > 16 * 1024 {
+            return Err(SetupError::BadHandshake("response head too large".into()));
+        }
+        let n = stream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| SetupError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(SetupError::BadHandshake(
+                "connection closed during the handshake".into(),
+            ));
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf[..filled]) {
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => {
+                return Err(SetupError::BadHandshake(format!(
+                    "unparsable response: {e}"
+                )))
+            }
+            Ok(httparse::Status::Complete(head_len)) => {
+                let code = response.code.unwrap_or(0);
+                if code != 101 {
+                    return Err(SetupError::Refused(format!(
+                        "{} {}",
+                        code,
+                        response.reason.unwrap_or("")
+                    )));
+                }
+                let accept = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| h.value);
+                if accept != Some(ACCEPT.as_bytes()) {
+                    return Err(SetupError::BadHandshake(
+                        "missing or wrong Sec-WebSocket-Accept".into(),
+                    ));
+                }
+                return Ok((head_len, filled));
+            }
+        }
+    }
+}
+
+/// Appends one complete masked client frame (FIN set) to `out`.
+pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&MASK);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    mask_in_place(&mut out[start..]);
+}
+
+/// XORs `data` with the fixed mask, starting at mask offset 0.
+pub fn mask_in_place(data: &mut [u8]) {
+    let word = u32::from_ne_bytes(MASK);
+    let mut chunks = data.chunks_exact_mut(4);
+    for c in &mut chunks {
+        let v = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) ^ word;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= MASK[i];
+    }
+}
+
+/// One frame header found in a buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub opcode: u8,
+    pub header_len: usize,
+    pub payload_len: usize,
+    /// A masked server frame is a protocol violation, but unmask it anyway.
+    pub mask: Option<[u8; 4]>,
+}
+
+/// Reads a frame header at the start of `b`, or `None` if `b` holds less
+/// than the whole header. Server frames have 2, 4 or 10-byte headers.
+#[inline]
+pub fn parse_header(b: &[u8]) -> Option<Header> {
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0f;
+    let masked = b[1] & 0x80 != 0;
+    let (mut header_len, payload_len) = match b[1] & 0x7f {
+        126 => {
+            if b.len() < 4 {
+                return None;
+            }
+            (4, u16::from_be_bytes([b[2], b[3]]) as usize)
+        }
+        127 => {
+            if b.len() < 10 {
+                return None;
+            }
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&b[2..10]);
+            (10, u64::from_be_bytes(n) as usize)
+        }
+        n => (2, n as usize),
+    };
+    let mask = if masked {
+        if b.len() < header_len + 4 {
+            return None;
+        }
+        let m = [
+            b[header_len],
+            b[header_len + 1],
+            b[header_len + 2],
+            b[header_len + 3],
+        ];
+        header_len += 4;
+        Some(m)
+    } else {
+        None
+    };
+    Some(Header {
+        opcode,
+        header_len,
+        payload_len,
+        mask,
+    })
+}
+
+/// Every server event (join, leave, error) starts with this; a relayed
+/// message never has a top-level `type` (PROTOCOL.md 5).
+pub const EVENT_PREFIX: &[u8] = b"{\"type\":";
+const MESSAGE_KEY: &[u8] = b"\"message\":[";
+
+/// The publisher's stamp found in a relayed message: the envelope ends with
+/// `"message":[<publisher>,<seq>,<scheduled_ns>,"<padding>"]}`. `payload_len`
+/// is the length publishers use, to try the exact spot first; otherwise the
+/// last `"message":[` is searched from the end.
+#[inline]
+pub fn find_stamp(frame: &[u8], payload_len: usize) -> Option<(u64, u64, u64)> {
+    let at = frame
+        .len()
+        .checked_sub(payload_len + 1 + MESSAGE_KEY.len())
+        .filter(|&i| frame[i..].starts_with(MESSAGE_KEY))
+        .or_else(|| {
+            frame
+                .windows(MESSAGE_KEY.len())
+                .rposition(|w| w == MESSAGE_KEY)
+        })?;
+    let mut rest = &frame[at + MESSAGE_KEY.len()..];
+    let a = take_u64(&mut rest)?;
+    let b = take_u64(&mut rest)?;
+    let c = take_u64(&mut rest)?;
+    Some((a, b, c))
+}
+
+/// Parses digits up to a comma and skips the comma.
+#[inline]
+fn take_u64(rest: &mut &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut digits = 0;
+    for (i, &c) in rest.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+                digits += 1;
+            }
+            b',' if digits > 0 => {
+                *rest = &rest[i + 1..];
+                return Some(v);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_headers_round_trip() {
+        for len in [0usize, 5, 125, 126, 1000, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            client_frame(OP_TEXT, &payload, &mut out);
+            let h = parse_header(&out).unwrap();
+            assert_eq!(h.opcode, OP_TEXT);
+            assert_eq!(h.payload_len, len);
+            assert_eq!(h.mask, Some(MASK));
+            let mut body = out[h.header_len..].to_vec();
+            mask_in_place(&mut body);
+            assert_eq!(body, payload);
+        }
+    }
+
+    #[test]
+    fn finds_the_stamp() {
+        let f = br#"{"id":"a","uid":"b","date":1,"message":[3,17,123456789,"xxxx"]}"#;
+        assert_eq!(find_stamp(f, 27), Some((3, 17, 123456789)));
+        assert_eq!(find_stamp(f, 99), Some((3, 17, 123456789)));
+        let nested = br#"{"id":"a","date":1,"message":[1,"message":[2,3,4,"x"]}"#;
+        assert_eq!(find_stamp(nested, 0), Some((2, 3, 4)));
+        assert_eq!(find_stamp(br#"{"message":{"a":1}}"#, 5), None);
+    }
+}
