@@ -16,6 +16,12 @@ use glommio::net::TcpStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// The Prometheus text exposition format, version 0.0.4.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Bytes read per `recv` while a request head arrives.
+const HEAD_READ_BYTES: usize = 1024;
+
 /// The version `/version` reports (no leading `v`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -23,7 +29,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let _tracked = shard.track_socket();
     let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::new();
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
             Ok(Some(head)) => head,
@@ -90,7 +96,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(Route::Health) => respond_to(&mut stream, 200, b"ok\n", keep_alive, head_only).await,
             Ok(Route::Metrics) => {
                 let text = crate::metrics::render(shard.metrics());
-                respond_to(&mut stream, 200, text.as_bytes(), keep_alive, head_only).await
+                let reply = Reply {
+                    status: 200,
+                    content_type: METRICS_CONTENT_TYPE,
+                    body: text.as_bytes(),
+                };
+                reply.send(&mut stream, keep_alive, head_only).await
             }
         }
         if !keep_alive {
@@ -124,8 +135,15 @@ async fn read_head(
                 Err(HeadError::TooLarge) | Err(HeadError::TooManyHeaders) => return Ok(Err(431)),
                 Err(HeadError::Malformed) => return Ok(Err(400)),
             }
+            // Grow a little at a time: most heads fit the first read, and a
+            // connection should not hold the whole limit while it waits.
             let start = buf.len();
-            buf.resize(limits.head_bytes_max.max(start + 1), 0);
+            buf.resize(
+                (start + HEAD_READ_BYTES)
+                    .min(limits.head_bytes_max)
+                    .max(start + 1),
+                0,
+            );
             let n = stream.read(&mut buf[start..]).await.unwrap_or(0);
             buf.truncate(start + n);
             shard.counters().bytes_in.add(n as u64);
@@ -143,7 +161,6 @@ async fn respond(stream: &mut TcpStream, status: u16, body: &[u8], keep_alive: b
     respond_to(stream, status, body, keep_alive, false).await
 }
 
-/// Writes a plain-text response; a HEAD request gets the head only.
 async fn respond_to(
     stream: &mut TcpStream,
     status: u16,
@@ -151,9 +168,28 @@ async fn respond_to(
     keep_alive: bool,
     head_only: bool,
 ) {
-    let mut bytes = http::response(status, "text/plain; charset=utf-8", &[], body, keep_alive);
-    if head_only {
-        bytes.truncate(bytes.len() - body.len());
+    let reply = Reply {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    };
+    reply.send(stream, keep_alive, head_only).await
+}
+
+/// A complete response to a plain HTTP request.
+struct Reply<'a> {
+    status: u16,
+    content_type: &'a str,
+    body: &'a [u8],
+}
+
+impl Reply<'_> {
+    /// Writes it; a HEAD request gets the head only.
+    async fn send(&self, stream: &mut TcpStream, keep_alive: bool, head_only: bool) {
+        let mut bytes = http::response(self.status, self.content_type, &[], self.body, keep_alive);
+        if head_only {
+            bytes.truncate(bytes.len() - self.body.len());
+        }
+        let _ = stream.write_all(&bytes).await;
     }
-    let _ = stream.write_all(&bytes).await;
 }

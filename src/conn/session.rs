@@ -63,7 +63,7 @@ pub async fn run(
     if reason != CloseReason::PeerGone {
         let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
         let _ = glommio::timer::timeout(close_timeout, async {
-            drain_until_eof(&stream).await;
+            drain_until_eof(&shard, &stream).await;
             Ok(())
         })
         .await;
@@ -254,11 +254,16 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
     shard.publish(conn, to, payload);
 }
 
-/// Reads and discards until the peer closes (after our close frame).
-async fn drain_until_eof(stream: &RefCell<TcpStream>) {
-    let mut sink = [0u8; 1024];
+/// Reads and discards until the peer closes (after our close frame). The
+/// bytes land in the shard's shared buffer: nothing is kept per connection.
+async fn drain_until_eof(shard: &Shard, stream: &RefCell<TcpStream>) {
+    let shared = shard.read_buffer();
     loop {
-        match poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut sink)).await {
+        match poll_fn(|cx| {
+            Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut shared.borrow_mut())
+        })
+        .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

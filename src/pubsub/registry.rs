@@ -19,6 +19,7 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Channel {
     pub name: Box<str>,
+    /// Every connection on the channel, wherever its home shard is.
     pub members: AHashMap<ConnId, Member>,
     /// Members per home shard: the fan-out visits only shards with members.
     pub members_per_shard: Vec<u32>,
@@ -42,10 +43,15 @@ impl Channel {
 /// Every channel this shard owns, by name (for joins) and by token (for
 /// everything after the join).
 pub struct Registry {
+    /// The owner shard this registry lives on.
     shard: ShardId,
+    /// Shards in the server (tokens interleave over them).
     shards: usize,
+    /// Live channels by name, for joins.
     by_name: AHashMap<Box<str>, ChannelToken>,
+    /// Live channels by token, for everything after the join.
     channels: AHashMap<ChannelToken, Channel>,
+    /// Channel instances created so far (the local part of tokens).
     tokens_issued: u64,
 }
 
