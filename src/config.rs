@@ -94,12 +94,13 @@ options! {
     /// their queues drain, and whatever is left when this passes is dropped.
     /// Default 5000.
     shutdown_timeout_ms: u64 = 5_000;
-    /// Slots in each shard-to-shard queue; a slot holds one batch (all a
-    /// shard forwarded to that peer since its last send). Default 256.
-    forward_queue_slots: usize = 256;
+    /// Slots in each shard-to-shard queue; a slot holds one batch of up to
+    /// 1024 messages. Default 64.
+    forward_queue_slots: usize = 64;
     /// Messages a shard may hold for one peer shard while that peer's queue
-    /// is full; past it, messages for that peer are dropped and counted.
-    /// Default 262144.
+    /// is full. Every shard's readers pause long before (at 8192), so this
+    /// only catches what was already in flight; past it, messages for that
+    /// peer are dropped and counted. Default 262144.
     forward_backlog_max: usize = 256 * 1024;
     /// Memory glommio registers per io_uring, in bytes. Default 262144
     /// (256 KiB): glommio's own default (10 MiB) exceeds the usual 8 MiB
@@ -181,8 +182,16 @@ impl Config {
                 "handshake_timeout_ms, close_timeout_ms and shutdown_timeout_ms must be above 0",
             );
         }
-        if self.forward_queue_slots == 0 || self.forward_backlog_max == 0 {
-            return fail("forward_queue_slots and forward_backlog_max must be above 0");
+        if self.forward_queue_slots == 0 {
+            return fail("forward_queue_slots must be above 0");
+        }
+        let backlog_min = crate::limits::forward_backlog_floor(self.forward_queue_slots);
+        if self.forward_backlog_max < backlog_min {
+            return Err(Error::Config(format!(
+                "forward_backlog_max must be at least {backlog_min} with {} forward_queue_slots: \
+                 what is already in flight toward a shard when readers pause must still fit",
+                self.forward_queue_slots
+            )));
         }
         if self.shards > 1024 {
             return fail("shards must be at most 1024");

@@ -28,6 +28,23 @@ pub const SHARD_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// frame that did not arrive whole (never past one frame at the limit).
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
+/// Most messages in one cross-shard batch (one queue slot). A batch is one
+/// wake of the receiving shard; the cap bounds a full queue's memory to
+/// `forward_queue_slots` x this.
+pub const FORWARD_BATCH_MAX: usize = 1024;
+
+/// A link whose backlog reaches this many messages is congested: the
+/// shard's readers pause until it drains (see `shard::forward`).
+pub const FORWARD_CONGESTED: usize = 8 * FORWARD_BATCH_MAX;
+
+/// The smallest safe `forward_backlog_max`: when readers pause, what is
+/// already in flight toward a shard still arrives and may each produce one
+/// forward on the congested link: a backlog at the mark plus one full read
+/// of minimal (7-byte) frames, plus a full queue of batches.
+pub const fn forward_backlog_floor(queue_slots: usize) -> usize {
+    2 * FORWARD_CONGESTED + SHARD_READ_BUFFER_BYTES / 7 + 1 + queue_slots * FORWARD_BATCH_MAX
+}
+
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;

@@ -42,6 +42,7 @@ impl Server {
         let config = Arc::new(config);
         let metrics = metrics::new(shards);
         let cipher = UidCipher::new(random_seed());
+        let congested: crate::shard::Congestion = (0..shards).map(|_| Default::default()).collect();
         let (mut senders, mut receivers) = queues(shards, config.forward_queue_slots);
         // One readiness channel per shard: a shard whose executor cannot
         // start drops its sender, which is noticed at once.
@@ -56,8 +57,11 @@ impl Server {
             shutdown.push(ours);
             let id = ShardId(index as u16);
             let (shard_config, cipher, metrics) = (config.clone(), cipher.clone(), metrics.clone());
+            let congested = congested.clone();
             let wiring = ShardWiring {
-                shard: Box::new(move || Shard::new(id, shards, shard_config, cipher, metrics)),
+                shard: Box::new(move || {
+                    Shard::new(id, shards, shard_config, cipher, metrics, congested)
+                }),
                 listener,
                 shutdown: theirs,
                 senders: std::mem::take(&mut senders[index]),

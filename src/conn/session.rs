@@ -94,6 +94,14 @@ async fn read_frames(
         if let Some(reason) = conn.ended() {
             return reason;
         }
+        // Backpressure: read no more while a forward queue is congested.
+        let room = async {
+            shard.forward_room().await;
+            None
+        };
+        if let Some(reason) = future::or(room, async { Some(conn.wait_ended().await) }).await {
+            return reason;
+        }
         let outcome = if carry.is_empty() {
             let shared = shard.read_buffer();
             let read = poll_fn(|cx| {

@@ -9,12 +9,17 @@
 //! index.
 //!
 //! Overflow policy: when a peer's queue is full, messages wait in the
-//! link's backlog; past `forward_backlog_max` they are dropped and counted
-//! (`forward_drops`). A full queue never blocks the shard.
+//! link's backlog. Past `FORWARD_CONGESTED` messages, the shard's socket
+//! readers stop reading (TCP pushes back on publishers) until it drains;
+//! past `forward_backlog_max`, messages are dropped and counted
+//! (`forward_drops`). Queue receivers never wait, so shards cannot
+//! deadlock on each other, and a full queue never blocks the shard.
 
 use crate::id::{ChannelToken, ConnId, Uid};
+use crate::limits::{FORWARD_BATCH_MAX, FORWARD_CONGESTED};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
@@ -61,47 +66,71 @@ pub struct JoinRequest {
     pub list: bool,
 }
 
-/// What crosses a queue slot: everything a shard forwarded to one peer
-/// since that peer's forwarder last ran.
+/// What crosses a queue slot: up to `FORWARD_BATCH_MAX` messages a shard
+/// forwarded to one peer, in order.
 pub type Batch = Vec<ShardMsg>;
 
-/// The sending side of one peer: a backlog and the forwarder task's waker.
+/// The sending side of one peer: a backlog, the forwarder task's waker, and
+/// the readers waiting for the backlog to shrink.
 #[derive(Default)]
 pub struct PeerLink {
-    backlog: RefCell<Vec<ShardMsg>>,
+    backlog: RefCell<VecDeque<ShardMsg>>,
     forwarder: Cell<Option<Waker>>,
+    room_waiters: RefCell<Vec<Waker>>,
 }
 
 impl PeerLink {
-    /// Queues `msg` for the peer; `false` when the backlog is full and the
-    /// message was dropped.
-    pub fn push(&self, msg: ShardMsg, backlog_max: usize) -> bool {
+    /// Queues `msg` for the peer and returns the backlog's new length;
+    /// `None` when the backlog is full and the message was dropped.
+    pub fn push(&self, msg: ShardMsg, backlog_max: usize) -> Option<usize> {
         let mut backlog = self.backlog.borrow_mut();
         if backlog.len() >= backlog_max {
-            return false;
+            return None;
         }
-        backlog.push(msg);
+        backlog.push_back(msg);
         if backlog.len() == 1 {
             if let Some(w) = self.forwarder.take() {
                 w.wake();
             }
         }
-        true
+        Some(backlog.len())
     }
 
-    /// Waits for messages, then takes all of them as one batch.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.borrow().len()
+    }
+
+    /// Waits for messages, then takes up to `FORWARD_BATCH_MAX` of them as
+    /// one batch (the cap keeps a full queue's memory bounded).
     pub async fn next_batch(&self) -> Batch {
-        poll_fn(|cx| {
+        let batch = poll_fn(|cx| {
             let mut backlog = self.backlog.borrow_mut();
             if backlog.is_empty() {
                 self.forwarder.set(Some(cx.waker().clone()));
                 return Poll::Pending;
             }
-            let capacity = backlog.len().min(1024);
-            Poll::Ready(std::mem::replace(
-                &mut *backlog,
-                Vec::with_capacity(capacity),
-            ))
+            let n = backlog.len().min(FORWARD_BATCH_MAX);
+            Poll::Ready(backlog.drain(..n).collect::<Batch>())
+        })
+        .await;
+        if self.backlog.borrow().len() < FORWARD_CONGESTED {
+            for w in self.room_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+        batch
+    }
+
+    /// Resolves once the backlog is below the congestion mark. Socket
+    /// readers wait on it before reading more, so a publisher faster than a
+    /// peer shard is slowed by TCP instead of losing messages.
+    pub async fn room(&self) {
+        poll_fn(|cx| {
+            if self.backlog.borrow().len() < FORWARD_CONGESTED {
+                return Poll::Ready(());
+            }
+            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
         })
         .await
     }

@@ -17,6 +17,7 @@ use crate::conn::handle::{ConnHandle, Pushed};
 use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid, UidCipher};
+use crate::limits::FORWARD_CONGESTED;
 use crate::metrics::{Metrics, ShardCounters};
 use crate::pubsub::envelope::{self, Who};
 use crate::pubsub::json::JsonValidator;
@@ -27,10 +28,14 @@ use bytes::Bytes;
 use forward::{JoinRequest, PeerLink, ShardMsg};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use run::{run, ShardWiring};
+
+/// Every shard's congestion flag (see `Shard::forward_room`).
+pub type Congestion = Arc<[AtomicBool]>;
 
 /// An accepted socket being served; see `Shard::track_socket`.
 pub struct SocketGuard(Rc<Shard>);
@@ -76,6 +81,9 @@ pub struct Shard {
     /// Accepted sockets still being served (HTTP phase or WebSocket); the
     /// drain waits for them so none is left behind unanswered.
     sockets_open: Cell<usize>,
+    /// One flag per shard, each written only by its shard: set while that
+    /// shard has a congested forward link (see `forward_room`).
+    congested: Congestion,
     /// Set when the shard stops for good; its long-lived tasks end.
     stopping: Cell<bool>,
     stop_wakers: RefCell<Vec<std::task::Waker>>,
@@ -88,6 +96,7 @@ impl Shard {
         config: Arc<Config>,
         cipher: UidCipher,
         metrics: Metrics,
+        congested: Congestion,
     ) -> Shard {
         Shard {
             id,
@@ -110,6 +119,7 @@ impl Shard {
             started: Instant::now(),
             draining: Cell::new(false),
             sockets_open: Cell::new(0),
+            congested,
             stopping: Cell::new(false),
             stop_wakers: RefCell::default(),
         }
@@ -284,11 +294,26 @@ impl Shard {
             .as_ref()
             .expect("never forward to self");
         let c = self.counters();
-        if link.push(msg, self.config.forward_backlog_max) {
-            c.forwards.incr();
-        } else {
-            c.forward_drops.incr();
+        match link.push(msg, self.config.forward_backlog_max) {
+            Some(len) => {
+                c.forwards.incr();
+                if len == FORWARD_CONGESTED {
+                    self.update_congestion();
+                }
+            }
+            None => c.forward_drops.incr(),
         }
+    }
+
+    /// Takes the next batch for `peer` and updates the congestion flag.
+    pub async fn next_batch(&self, peer: usize) -> forward::Batch {
+        let batch = self.peers[peer]
+            .as_ref()
+            .expect("a link per peer")
+            .next_batch()
+            .await;
+        self.update_congestion();
+        batch
     }
 
     /// Handles a message that arrived from another shard (or from this one).
@@ -556,6 +581,47 @@ impl Shard {
         }
     }
 
+    /// Waits until no shard has a congested forward link; a reader calls
+    /// it before reading more from its socket. Every shard's readers pause,
+    /// not only this one's: a publisher on shard A can congest the link
+    /// from the owner B back to A, which A's own links do not show.
+    pub async fn forward_room(&self) {
+        loop {
+            let Some(congested) = self
+                .congested
+                .iter()
+                .position(|f| f.load(Ordering::Acquire))
+            else {
+                return;
+            };
+            if congested == self.id.index() {
+                for link in self.peers.iter().flatten() {
+                    link.room().await;
+                }
+                self.update_congestion();
+            } else {
+                // Another shard's flag clears without telling us: look again
+                // shortly. This only runs while the relay is overloaded.
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    /// Raises or clears this shard's congestion flag from its links'
+    /// backlogs. Called when a backlog reaches the mark and after every
+    /// batch sent.
+    fn update_congestion(&self) {
+        let congested = self
+            .peers
+            .iter()
+            .flatten()
+            .any(|l| l.backlog_len() >= FORWARD_CONGESTED);
+        let flag = &self.congested[self.id.index()];
+        if flag.load(Ordering::Relaxed) != congested {
+            flag.store(congested, Ordering::Release);
+        }
+    }
+
     /// Resolves once `stop` was called.
     pub async fn stopped(&self) {
         std::future::poll_fn(|cx| {
@@ -580,9 +646,5 @@ impl Shard {
 
     fn open_sockets(&self) -> usize {
         self.sockets_open.get()
-    }
-
-    fn peer(&self, shard: usize) -> Option<&PeerLink> {
-        self.peers[shard].as_ref()
     }
 }

@@ -101,9 +101,8 @@ async fn connect_peers(
         let forwarder = {
             let shard = shard.clone();
             async move {
-                let link = shard.peer(peer).expect("a link per peer");
                 loop {
-                    let batch = link.next_batch().await;
+                    let batch = shard.next_batch(peer).await;
                     // Waits only this task when the peer's queue is full.
                     if sender.send(batch).await.is_err() {
                         return; // the peer stopped (shutdown)

@@ -81,3 +81,47 @@ fn error_for_unknown_recipient_returns_from_a_remote_owner() {
         .unwrap()
         .contains("AAAAAA"));
 }
+
+#[test]
+fn a_flood_through_a_congested_forward_queue_loses_nothing() {
+    // One queue slot and the smallest backlog allowed: without backpressure
+    // on the publisher's socket, this flood would overflow the backlog from
+    // the owner back to the members' shard and drop messages.
+    let relay = relay_with(|c| {
+        c.forward_queue_slots = 1;
+        c.forward_backlog_max = itty_relay::limits::forward_backlog_floor(1);
+        // The member reads in a debug build; it must not count as slow.
+        c.outgoing_queue_bytes_max = 64 * 1024 * 1024;
+    });
+    let probe = relay.join(&format!("/c/{}", unique("probe")));
+    let home = probe.shard;
+    probe.close();
+    let channel = relay.channel_owned_by(ShardId(1 - home.0), &unique("flood"));
+    let mut member = relay.join_on(home, &format!("/c/{channel}"));
+    let mut publisher = relay.join_on(home, &format!("/c/{channel}"));
+    member.recv_event("join");
+
+    const COUNT: usize = 30_000;
+    let reader = std::thread::spawn(move || {
+        let mut next = 0;
+        while next < COUNT {
+            let v = member.recv_message();
+            assert_eq!(v["message"], next, "lost or reordered");
+            next += 1;
+        }
+    });
+    for i in 0..COUNT {
+        publisher
+            .ws
+            .write(tungstenite::Message::text(i.to_string()))
+            .unwrap();
+        if i % 500 == 499 {
+            publisher.ws.flush().unwrap();
+        }
+    }
+    publisher.ws.flush().unwrap();
+    reader
+        .join()
+        .expect("the member got every message in order");
+    assert_eq!(relay.metric_sum("forward_drops_total"), 0);
+}
