@@ -9,3 +9,4 @@ mod endpoints;
 mod faults;
 mod node_client;
 mod protocol;
+mod scale;
