@@ -1,0 +1,174 @@
+//! The owner side of a shard: the channels that hash to it. Joins, leaves
+//! and publishes for them arrive here (in place or forwarded), and this is
+//! the one place where a channel's order is decided: the owner stamps `id`
+//! and `date`, builds each frame once, and fans it out to the home shards
+//! of the members. Runs only on the owner shard; never waits.
+
+use super::forward::{JoinRequest, ShardMsg};
+use super::Shard;
+use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid};
+use crate::pubsub::envelope::{self, Who};
+use crate::pubsub::registry::Member;
+
+impl Shard {
+    pub(super) fn owner_join(&self, request: JoinRequest) {
+        let JoinRequest {
+            channel,
+            conn,
+            alias_json,
+            announce,
+            list,
+        } = request;
+        let uid = self.cipher.uid(conn);
+        let date = envelope::now_ms();
+        let mut registry = self.registry.borrow_mut();
+        let member = Member {
+            uid,
+            alias_json,
+            announce,
+        };
+        let (token, ch) = registry.join(&channel, conn, member);
+        let total = ch.total();
+        let me = &ch.members[&conn];
+        let me = Who {
+            uid: &me.uid,
+            alias_json: me.alias_json.as_deref(),
+        };
+        let users = list.then(|| {
+            ch.members
+                .values()
+                .filter(|m| m.announce || m.uid == uid)
+                .map(|m| Who {
+                    uid: &m.uid,
+                    alias_json: m.alias_json.as_deref(),
+                })
+        });
+        let own_event = envelope::join_self(me, users, total, date);
+        let others_event = (total > 1).then(|| envelope::join(announce.then_some(me), total, date));
+        let homes: Vec<ShardId> = ch.home_shards().collect();
+        self.counters().channels.set(registry.len() as u64);
+        drop(registry);
+
+        // The joiner's home learns of the join before the others' event, so
+        // the event excludes the joiner explicitly.
+        self.send(
+            conn.home(self.shards),
+            ShardMsg::Joined {
+                conn,
+                token,
+                frame: own_event,
+            },
+        );
+        if let Some(frame) = others_event {
+            for home in homes {
+                self.send(
+                    home,
+                    ShardMsg::FanOut {
+                        token,
+                        frame: frame.clone(),
+                        except: Some(conn),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn owner_publish(
+        &self,
+        token: ChannelToken,
+        from: ConnId,
+        echo: bool,
+        to: Option<Uid>,
+        payload: &[u8],
+    ) {
+        let registry = self.registry.borrow();
+        let Some(ch) = registry.get(token) else {
+            return;
+        };
+        // A publish that crossed its sender's leave is dropped.
+        let Some(sender) = ch.members.get(&from) else {
+            return;
+        };
+        let date = envelope::now_ms();
+        let mut id_buf = [0u8; 12];
+        let issued = self.messages_issued.get();
+        self.messages_issued.set(issued + 1);
+        let id_len = message_id(issued, self.id, self.shards, &mut id_buf);
+        let id = &id_buf[..id_len];
+        let who = Who {
+            uid: &sender.uid,
+            alias_json: sender.alias_json.as_deref(),
+        };
+        let frame = envelope::message(id, Some(who), date, payload);
+        self.counters().messages_published.incr();
+        match to {
+            None => {
+                let from_home = from.home(self.shards);
+                for home in ch.home_shards() {
+                    let except = (!echo && home == from_home).then_some(from);
+                    self.send(
+                        home,
+                        ShardMsg::FanOut {
+                            token,
+                            frame: frame.clone(),
+                            except,
+                        },
+                    );
+                }
+            }
+            Some(uid) => {
+                let target = self.cipher.conn(&uid);
+                if ch.members.contains_key(&target) {
+                    self.send(
+                        target.home(self.shards),
+                        ShardMsg::Deliver {
+                            conn: target,
+                            frame,
+                        },
+                    );
+                } else {
+                    let text = format!("no user {} on this channel", uid.as_str());
+                    self.counters().error_events.incr();
+                    let frame = envelope::error(&text, date);
+                    self.send(
+                        from.home(self.shards),
+                        ShardMsg::Deliver { conn: from, frame },
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn owner_leave(&self, token: ChannelToken, conn: ConnId) {
+        let mut registry = self.registry.borrow_mut();
+        let Some((member, after)) = registry.leave(token, conn) else {
+            return;
+        };
+        let fan_out = after.map(|ch| {
+            let who = Who {
+                uid: &member.uid,
+                alias_json: member.alias_json.as_deref(),
+            };
+            let frame = envelope::leave(
+                member.announce.then_some(who),
+                ch.total(),
+                envelope::now_ms(),
+            );
+            (frame, ch.home_shards().collect::<Vec<_>>())
+        });
+        self.counters().channels.set(registry.len() as u64);
+        drop(registry);
+        if let Some((frame, homes)) = fan_out {
+            for home in homes {
+                self.send(
+                    home,
+                    ShardMsg::FanOut {
+                        token,
+                        frame: frame.clone(),
+                        except: None,
+                    },
+                );
+            }
+        }
+    }
+}
