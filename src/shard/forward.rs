@@ -9,8 +9,9 @@
 //! index.
 //!
 //! Overflow policy: when a peer's queue is full, messages wait in the
-//! link's backlog. Past `FORWARD_CONGESTED` messages, the shard's socket
-//! readers stop reading (TCP pushes back on publishers) until it drains;
+//! link's backlog. Past `FORWARD_CONGESTED` messages the shard raises its
+//! congestion flag and every shard's socket readers stop reading (TCP
+//! pushes back on publishers) until it drains (`Shard::forward_room`);
 //! past `forward_backlog_max`, messages are dropped and counted
 //! (`forward_drops`). Queue receivers never wait, so shards cannot
 //! deadlock on each other, and a full queue never blocks the shard.
