@@ -9,6 +9,7 @@ use super::Shard;
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid};
 use crate::pubsub::envelope::{self, Who};
 use crate::pubsub::registry::Member;
+use bytes::Bytes;
 
 impl Shard {
     pub(super) fn owner_join(&self, request: JoinRequest) {
@@ -60,16 +61,7 @@ impl Shard {
             },
         );
         if let Some(frame) = others_event {
-            for home in homes {
-                self.send(
-                    home,
-                    ShardMsg::FanOut {
-                        token,
-                        frame: frame.clone(),
-                        except: Some(conn),
-                    },
-                );
-            }
+            self.fan_out(homes, token, &frame, Some(conn));
         }
     }
 
@@ -102,20 +94,7 @@ impl Shard {
         let frame = envelope::message(id, Some(who), date, payload);
         self.counters().messages_published.incr();
         match to {
-            None => {
-                let from_home = from.home(self.shards);
-                for home in ch.home_shards() {
-                    let except = (!echo && home == from_home).then_some(from);
-                    self.send(
-                        home,
-                        ShardMsg::FanOut {
-                            token,
-                            frame: frame.clone(),
-                            except,
-                        },
-                    );
-                }
-            }
+            None => self.fan_out(ch.home_shards(), token, &frame, (!echo).then_some(from)),
             Some(uid) => {
                 let target = self.cipher.conn(&uid);
                 if ch.members.contains_key(&target) {
@@ -159,16 +138,30 @@ impl Shard {
         self.counters().channels.set(registry.len() as u64);
         drop(registry);
         if let Some((frame, homes)) = fan_out {
-            for home in homes {
-                self.send(
-                    home,
-                    ShardMsg::FanOut {
-                        token,
-                        frame: frame.clone(),
-                        except: None,
-                    },
-                );
-            }
+            self.fan_out(homes, token, &frame, None);
+        }
+    }
+
+    /// Sends `frame` to every home shard of the channel's members, once per
+    /// shard; each delivers it to its local members but `except` (a
+    /// connection id matches on its own home shard only).
+    fn fan_out(
+        &self,
+        homes: impl IntoIterator<Item = ShardId>,
+        token: ChannelToken,
+        frame: &Bytes,
+        except: Option<ConnId>,
+    ) {
+        for home in homes {
+            let frame = frame.clone();
+            self.send(
+                home,
+                ShardMsg::FanOut {
+                    token,
+                    frame,
+                    except,
+                },
+            );
         }
     }
 }
