@@ -209,20 +209,20 @@ impl ConnHandle {
         self.queued_bytes.set(self.queued_bytes.get() - n);
     }
 
-    /// Drops everything queued (a slow consumer's backlog); the head frame
-    /// stays if it was partly written, so the stream stays well-formed.
-    pub(crate) fn discard_queue(&self, keep_head: bool) {
+    /// Drops everything queued (a slow consumer's backlog). A head frame of
+    /// which `head_written` bytes already went out stays, so the stream
+    /// remains well-formed for the close frame that follows.
+    pub(crate) fn discard_queue(&self, head_written: usize) {
         let mut q = self.queue.borrow_mut();
-        let head = if keep_head { q.pop_front() } else { None };
+        let head = if head_written > 0 {
+            q.pop_front()
+        } else {
+            None
+        };
         q.clear();
-        let mut kept = 0;
-        if let Some(h) = head {
-            kept = h.len();
-            q.push_back(h);
-        }
-        drop(q);
-        // The partial head's written part was already subtracted by `written`.
-        self.queued_bytes.set(kept.min(self.queued_bytes.get()));
+        let unsent = head.as_ref().map_or(0, |h| h.len() - head_written);
+        q.extend(head);
+        self.queued_bytes.set(unsent);
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -255,6 +255,20 @@ mod tests {
         assert!(c.end(CloseReason::IdleTimeout));
         assert!(!c.end(CloseReason::ServerShutdown));
         assert_eq!(c.ended(), Some(CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn discarding_keeps_only_the_unsent_part_of_a_started_frame() {
+        let c = conn(100);
+        c.push(Bytes::from_static(b"0123456789"));
+        c.push(Bytes::from_static(b"abc"));
+        c.written(4);
+        c.discard_queue(4);
+        assert_eq!(c.queue().borrow().len(), 1);
+        assert_eq!(c.queued_bytes(), 6);
+        c.discard_queue(0);
+        assert!(c.queue().borrow().is_empty());
+        assert_eq!(c.queued_bytes(), 0);
     }
 
     #[test]
