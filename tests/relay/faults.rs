@@ -160,3 +160,52 @@ fn shutdown_sends_1001_turns_health_503_and_exits_in_time() {
         "no longer listening"
     );
 }
+
+#[test]
+fn hostile_bytes_never_take_a_shard_down() {
+    let relay = relay_with(|c| c.handshake_timeout_ms = 500);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..300 {
+        let mut raw = Raw::connect(relay.addr);
+        let len = (next() % 2048) as usize;
+        let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 1 {
+            // Half of them upgrade first, then send random frames.
+            let mut upgraded =
+                Raw::handshake_request(&format!("/c/{}", unique("junk"))).into_bytes();
+            upgraded.append(&mut junk);
+            junk = upgraded;
+        } else if i % 4 == 0 {
+            // A plausible head with random header bytes.
+            let mut head = b"GET /c/x HTTP/1.1\r\nUpgrade: websocket\r\n".to_vec();
+            head.append(&mut junk);
+            head.extend_from_slice(b"\r\n\r\n");
+            junk = head;
+        }
+        let _ = raw.stream.write_all(&junk);
+        drop(raw);
+    }
+    // Both shards still serve: a pair with one member on each talks, and
+    // every junk connection is gone.
+    let channel = unique("after-junk");
+    let mut a = relay.join_on(itty_relay::id::ShardId(0), &format!("/c/{channel}"));
+    let mut b = relay.join_on(itty_relay::id::ShardId(1), &format!("/c/{channel}"));
+    a.recv_event("join");
+    b.send("\"still fine\"");
+    assert_eq!(a.recv_message()["message"], "still fine");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric_sum("itty_connections_open") > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "junk connections left open:\n{}",
+            relay.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
