@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref(), cli.overrides)?;
     init_logging(&config.log);
+    abort_on_panic();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;
     let server = Server::start(config).context("starting the relay")?;
@@ -23,6 +24,19 @@ fn main() -> anyhow::Result<()> {
     }
     server.shutdown()?;
     Ok(())
+}
+
+/// A panic would end one shard's thread and leave its listener accepting
+/// connections nobody serves: stop the whole process instead, so a
+/// supervisor restarts it. (Tests keep the default hook: they run the
+/// library, not this binary.)
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("a shard panicked; aborting the process");
+        std::process::abort();
+    }));
 }
 
 fn init_logging(default: &str) {
