@@ -13,6 +13,9 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
+/// Frame slots an idle connection's queue keeps (32 bytes each).
+const QUEUE_SLOTS_IDLE: usize = 8;
+
 /// What became of a frame handed to `push`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -68,7 +71,7 @@ impl ConnHandle {
             id,
             uid,
             echo,
-            queue: RefCell::new(VecDeque::with_capacity(8)),
+            queue: RefCell::new(VecDeque::with_capacity(QUEUE_SLOTS_IDLE)),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
             writer: Cell::new(None),
@@ -225,6 +228,16 @@ impl ConnHandle {
         self.queued_bytes.set(unsent);
     }
 
+    /// Frees what a burst made the (now empty) queue grow to. Called by the
+    /// once-a-second sweep, not on the hot path, so a busy connection does
+    /// not reallocate its queue every round.
+    pub fn shrink_idle_queue(&self) {
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() && q.capacity() > QUEUE_SLOTS_IDLE {
+            q.shrink_to(QUEUE_SLOTS_IDLE);
+        }
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
     }
@@ -269,6 +282,22 @@ mod tests {
         c.discard_queue(0);
         assert!(c.queue().borrow().is_empty());
         assert_eq!(c.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_what_a_burst_grew() {
+        let c = conn(1 << 20);
+        for _ in 0..100 {
+            c.push(Bytes::from_static(b"x"));
+        }
+        c.shrink_idle_queue();
+        assert!(
+            c.queue().borrow().capacity() >= 100,
+            "not while frames wait"
+        );
+        c.queue().borrow_mut().clear();
+        c.shrink_idle_queue();
+        assert!(c.queue().borrow().capacity() <= 2 * QUEUE_SLOTS_IDLE);
     }
 
     #[test]

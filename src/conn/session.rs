@@ -59,16 +59,30 @@ pub async fn run(
     };
     conn.end(reason);
     shard.leave(&conn);
+    // Boxed: the end runs once, so its state should not make every idle
+    // connection's session larger.
+    Box::pin(close(&shard, &conn, &stream, writer, reason)).await;
+}
+
+/// After the leave: let the writer send the close frame, wait (bounded)
+/// for the client to close too, and forget the connection.
+async fn close(
+    shard: &Shard,
+    conn: &ConnHandle,
+    stream: &RefCell<TcpStream>,
+    writer: glommio::Task<()>,
+    reason: CloseReason,
+) {
     writer.await;
     if reason != CloseReason::PeerGone {
         let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
         let _ = glommio::timer::timeout(close_timeout, async {
-            drain_until_eof(&shard, &stream).await;
+            drain_until_eof(shard, stream).await;
             Ok(())
         })
         .await;
     }
-    shard.close_conn(&conn, reason);
+    shard.close_conn(conn, reason);
 }
 
 /// Reads and handles frames until the connection ends; returns why.

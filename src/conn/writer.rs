@@ -41,7 +41,9 @@ pub async fn run(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<TcpS
     loop {
         w.conn.output_or_end().await;
         if let Some(reason) = w.conn.ended() {
-            w.finish(reason).await;
+            // Boxed: the end runs once, so its state should not make every
+            // idle connection's writer larger.
+            Box::pin(w.finish(reason)).await;
             return;
         }
         if let Err(e) = w.flush_once().await {

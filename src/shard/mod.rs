@@ -379,7 +379,8 @@ impl Shard {
 
     // ---- housekeeping ----
 
-    /// Pings quiet connections and drops silent ones. Called every
+    /// Pings quiet connections, drops silent ones, and gives back the queue
+    /// memory a burst left behind. Called every
     /// `SWEEP_INTERVAL_MS` by the sweep task.
     fn sweep(&self) {
         let now = self.started.elapsed().as_millis() as u64;
@@ -394,6 +395,7 @@ impl Shard {
                 conn.pinged.set(true);
                 conn.push(crate::ws::frame::ping_frame(b""));
             }
+            conn.shrink_idle_queue();
         }
     }
 
