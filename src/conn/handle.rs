@@ -57,6 +57,8 @@ pub struct ConnHandle {
     /// The socket, so a stopping shard can cut a connection that outlived
     /// the drain (-1 until the session sets it).
     pub socket_fd: Cell<std::os::fd::RawFd>,
+    /// Set for a connection that joins no channel (the echo endpoint).
+    joinless: Cell<bool>,
 }
 
 impl ConnHandle {
@@ -83,6 +85,7 @@ impl ConnHandle {
             last_heard_ms: Cell::new(now_ms),
             pinged: Cell::new(false),
             socket_fd: Cell::new(-1),
+            joinless: Cell::new(false),
         }
     }
 
@@ -153,10 +156,16 @@ impl ConnHandle {
         }
     }
 
+    /// For a connection that joins no channel (the echo endpoint): its
+    /// session need not wait for an owner.
+    pub fn set_joinless(&self) {
+        self.joinless.set(true);
+    }
+
     /// Waits until the join is confirmed or the connection ended.
     pub async fn joined_or_ended(&self) {
         poll_fn(|cx| {
-            if self.token.get().is_some() || self.end.get().is_some() {
+            if self.token.get().is_some() || self.joinless.get() || self.end.get().is_some() {
                 return Poll::Ready(());
             }
             self.main.set(Some(cx.waker().clone()));

@@ -22,7 +22,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// What the session does with client messages.
+/// What the session does with client messages, once joined.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Publish them to the channel.
+    Member,
+    /// Echo them back.
+    Echo,
+}
+
+/// What the upgrade asked for.
 pub enum Mode {
     /// Join the channel and publish to it.
     Channel(String, JoinOptions),
@@ -37,31 +46,42 @@ pub async fn run(
     mode: Mode,
     accept_key: String,
 ) {
-    let echo = matches!(&mode, Mode::Channel(_, o) if o.echo);
-    let conn = shard.open_conn(echo);
-    // The 101 is the first thing queued; the writer starts once the owner
-    // confirmed the join, so the join event follows it directly.
-    conn.push(Bytes::from(http::switching_protocols(&accept_key)));
-    conn.socket_fd.set(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let role = match mode {
+        Mode::Channel(..) => Role::Member,
+        Mode::Echo => Role::Echo,
+    };
+    let conn = open(&shard, &stream, mode, accept_key);
     let stream = Rc::new(RefCell::new(stream));
-    match &mode {
-        Mode::Channel(channel, options) => {
-            shard.join(channel, &conn, options);
-            conn.joined_or_ended().await;
-        }
-        Mode::Echo => {}
-    }
+    conn.joined_or_ended().await;
     let writer = glommio::spawn_local(writer::run(shard.clone(), conn.clone(), stream.clone()));
 
     let reason = match conn.ended() {
         Some(reason) => reason,
-        None => read_frames(&shard, &conn, &stream, leftover, &mode).await,
+        None => read_frames(&shard, &conn, &stream, leftover, role).await,
     };
     conn.end(reason);
     shard.leave(&conn);
     // Boxed: the end runs once, so its state should not make every idle
     // connection's session larger.
     Box::pin(close(&shard, &conn, &stream, writer, reason)).await;
+}
+
+/// Opens the connection on its shard, queues the `101` and asks the
+/// channel's owner for the join. Consumes what only the handshake needs, so
+/// none of it stays in the session's future.
+fn open(shard: &Shard, stream: &TcpStream, mode: Mode, accept_key: String) -> Rc<ConnHandle> {
+    let echo = matches!(&mode, Mode::Channel(_, o) if o.echo);
+    let conn = shard.open_conn(echo);
+    // The 101 is the first thing queued; the writer starts once the owner
+    // confirmed the join, so the join event follows it directly.
+    conn.push(Bytes::from(http::switching_protocols(&accept_key)));
+    conn.socket_fd.set(std::os::fd::AsRawFd::as_raw_fd(stream));
+    match mode {
+        Mode::Channel(channel, options) => shard.join(&channel, &conn, &options),
+        // No channel, so no owner to wait for.
+        Mode::Echo => conn.set_joinless(),
+    }
+    conn
 }
 
 /// After the leave: let the writer send the close frame, wait (bounded)
@@ -96,12 +116,12 @@ async fn read_frames(
     conn: &ConnHandle,
     stream: &RefCell<TcpStream>,
     leftover: Vec<u8>,
-    mode: &Mode,
+    role: Role,
 ) -> CloseReason {
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
     let mut decoder = Decoder::new(shard.config().message_bytes_max);
     let mut carry = leftover;
-    if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, mode) {
+    if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role) {
         return reason;
     }
     loop {
@@ -126,7 +146,7 @@ async fn read_frames(
                     // No await between the read and here: nothing else has
                     // touched the shared buffer.
                     let mut buf = shared.borrow_mut();
-                    let result = decode_all(shard, conn, &mut decoder, &mut buf[..n], mode);
+                    let result = decode_all(shard, conn, &mut decoder, &mut buf[..n], role);
                     result.map(|consumed| {
                         carry.extend_from_slice(&buf[consumed..n]);
                         n
@@ -149,7 +169,7 @@ async fn read_frames(
             match read_or_end(conn, read).await {
                 Ok(n) => {
                     carry.truncate(start + n);
-                    decode_carry(shard, conn, &mut decoder, &mut carry, mode).map(|()| n)
+                    decode_carry(shard, conn, &mut decoder, &mut carry, role).map(|()| n)
                 }
                 Err(reason) => Err(reason),
             }
@@ -188,9 +208,9 @@ fn decode_carry(
     conn: &ConnHandle,
     decoder: &mut Decoder,
     carry: &mut Vec<u8>,
-    mode: &Mode,
+    role: Role,
 ) -> Result<(), CloseReason> {
-    let consumed = decode_all(shard, conn, decoder, carry, mode)?;
+    let consumed = decode_all(shard, conn, decoder, carry, role)?;
     carry.drain(..consumed);
     if carry.is_empty() {
         *carry = Vec::new();
@@ -205,7 +225,7 @@ fn decode_all(
     conn: &ConnHandle,
     decoder: &mut Decoder,
     buf: &mut [u8],
-    mode: &Mode,
+    role: Role,
 ) -> Result<usize, CloseReason> {
     let mut start = 0;
     loop {
@@ -216,7 +236,7 @@ fn decode_all(
         match decoded.message {
             None => return Ok(start),
             Some(message) => {
-                if let Some(reason) = handle(shard, conn, message, mode) {
+                if let Some(reason) = handle(shard, conn, message, role) {
                     return Err(reason);
                 }
             }
@@ -229,9 +249,9 @@ fn handle(
     shard: &Shard,
     conn: &ConnHandle,
     message: Message<'_>,
-    mode: &Mode,
+    role: Role,
 ) -> Option<CloseReason> {
-    match (message, mode) {
+    match (message, role) {
         (Message::Close(close), _) => {
             return Some(CloseReason::ClientClosed(close.map(|(code, _)| code)))
         }
@@ -239,16 +259,16 @@ fn handle(
             conn.push(frame::pong_frame(payload));
         }
         (Message::Pong(_), _) => {}
-        (Message::Text(text), Mode::Echo) => {
+        (Message::Text(text), Role::Echo) => {
             conn.push(frame::text_frame(text));
         }
-        (Message::Binary(data), Mode::Echo) => {
+        (Message::Binary(data), Role::Echo) => {
             conn.push(frame::binary_frame(data));
         }
-        (Message::Binary(_), Mode::Channel(..)) => {
+        (Message::Binary(_), Role::Member) => {
             shard.send_error(conn, "binary frames are not supported")
         }
-        (Message::Text(text), Mode::Channel(..)) => publish_text(shard, conn, text),
+        (Message::Text(text), Role::Member) => publish_text(shard, conn, text),
     }
     None
 }
