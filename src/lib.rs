@@ -54,6 +54,7 @@ pub mod id;
 pub mod limits;
 pub mod metrics;
 pub mod pubsub;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod shard;
