@@ -3,6 +3,7 @@
 //! file, then overridden by command-line flags, then validated; shards get
 //! an `Arc<Config>` and never see it change.
 
+use crate::access::NamespaceConfig;
 use crate::error::Error;
 use clap::Parser;
 use serde::Deserialize;
@@ -13,22 +14,24 @@ use std::path::PathBuf;
 /// matching command-line flags (all optional, so a flag overrides the file
 /// only when given), and the table printed by `--print-config-table`.
 macro_rules! options {
-    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr; )*) => {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr; )*
+     @file_only { $( $(#[doc = $fdoc:literal])* $fname:ident : $fty:ty = $fdefault:expr; )* }) => {
         /// The relay's settings. See each field for default, unit and why.
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $name: $ty, )*
+            $( $(#[doc = $fdoc])* pub $fname: $fty, )*
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $name: $default, )* }
+                Config { $( $name: $default, )* $( $fname: $fdefault, )* }
             }
         }
 
         /// Command-line overrides, one per `Config` field.
-        #[derive(Debug, Default, clap::Args)]
+        #[derive(Debug, Default, Clone, clap::Args)]
         pub struct Overrides {
             $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
         }
@@ -48,6 +51,14 @@ macro_rules! options {
                     "| `--{}` | `{}` | {} |\n",
                     stringify!($name).replace('_', "-"),
                     stringify!($name),
+                    doc.join(" ")
+                ));
+            )*
+            $(
+                let doc: Vec<&str> = vec![$($fdoc.trim()),*];
+                out.push_str(&format!(
+                    "| (file only) | `{}` | {} |\n",
+                    stringify!($fname),
                     doc.join(" ")
                 ));
             )*
@@ -112,6 +123,115 @@ options! {
     /// Log filter (tracing-subscriber syntax; RUST_LOG overrides it).
     /// Default "info". Nothing at info names a channel, uid or address.
     log: String = "info".to_owned();
+    /// WebSocket upgrades one client IP may make per second, per shard
+    /// (PROTOCOL.md section 8). Default 10. Over it: 429 with Retry-After.
+    upgrades_per_ip_per_sec: u32 = 10;
+    /// Upgrades one client IP may make at once before the rate applies
+    /// (the bucket starts full). Default 20.
+    upgrades_per_ip_burst: u32 = 20;
+    /// HTTP push requests one client IP may make per second, per shard: a
+    /// bucket apart from upgrades, so a backend is not throttled like a
+    /// browser. Default 100.
+    pushes_per_ip_per_sec: u32 = 100;
+    /// Push requests one client IP may make at once. Default 200.
+    pushes_per_ip_burst: u32 = 200;
+    /// Messages one connection may send per second. Default 40. A message
+    /// over it is dropped with a warning (an error event).
+    messages_per_conn_per_sec: u32 = 40;
+    /// Messages one connection may send at once before the rate applies.
+    /// Default 100.
+    messages_per_conn_burst: u32 = 100;
+    /// Warnings a connection gets for messages over its rate; the next one
+    /// closes it with 1008 and bans its IP. Default 3.
+    rate_limit_warnings: u32 = 3;
+    /// How long a kicked connection's IP may not upgrade (429), in ms, on
+    /// the shard that kicked it. Default 60000.
+    ban_duration_ms: u64 = 60_000;
+    /// WebSocket connections one shard serves at most; more upgrades get
+    /// 503. Default 100000 (about 0.5 GB of relay memory at ~5 KB each).
+    connections_per_shard_max: usize = 100_000;
+    /// Where `GET /metrics` is served: `main` (the main listener, the
+    /// default), `off`, or an address such as `127.0.0.1:9090` (a separate
+    /// listener, served by shard 0, answering only /metrics, /health and
+    /// /version).
+    metrics: MetricsEndpoint = MetricsEndpoint::Main;
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the
+    /// client for limits and bans: addresses or CIDR ranges, comma-separated
+    /// (a list in the file). Default empty: every peer is the client.
+    trusted_proxies: TrustedProxies = TrustedProxies::default();
+    @file_only {
+        /// Namespaces (PROTOCOL.md section 6): `[[namespace]]` tables with
+        /// `prefix` and optional `join_key` and `send_key`. Reloaded on
+        /// SIGHUP without dropping a connection.
+        namespace: Vec<NamespaceConfig> = Vec::new();
+    }
+}
+
+/// Where `/metrics` is served (see `Config::metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MetricsEndpoint {
+    Main,
+    Off,
+    Listen(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsEndpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "main" => Ok(MetricsEndpoint::Main),
+            "off" => Ok(MetricsEndpoint::Off),
+            addr => addr.parse().map(MetricsEndpoint::Listen).map_err(|_| {
+                format!("metrics must be `main`, `off` or an address like 127.0.0.1:9090, not {s:?}")
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for MetricsEndpoint {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// Trusted reverse proxies (see `Config::trusted_proxies`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StringOrList")]
+pub struct TrustedProxies(pub Vec<crate::http::client_ip::Cidr>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+impl TryFrom<StringOrList> for TrustedProxies {
+    type Error = String;
+    fn try_from(v: StringOrList) -> Result<Self, String> {
+        match v {
+            StringOrList::One(s) => s.parse(),
+            StringOrList::List(list) => list
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()
+                .map(TrustedProxies),
+        }
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 /// The command line: `itty-relay [--config FILE] [--OPTION VALUE]...`.
@@ -199,6 +319,29 @@ impl Config {
         if self.io_memory_bytes < 64 * 1024 {
             return fail("io_memory_bytes must be at least 65536");
         }
+        for (name, value) in [
+            ("upgrades_per_ip_per_sec", self.upgrades_per_ip_per_sec),
+            ("upgrades_per_ip_burst", self.upgrades_per_ip_burst),
+            ("pushes_per_ip_per_sec", self.pushes_per_ip_per_sec),
+            ("pushes_per_ip_burst", self.pushes_per_ip_burst),
+            ("messages_per_conn_per_sec", self.messages_per_conn_per_sec),
+            ("messages_per_conn_burst", self.messages_per_conn_burst),
+        ] {
+            if value == 0 || value > 1_000_000_000 {
+                return Err(Error::Config(format!(
+                    "{name} must be between 1 and 1000000000"
+                )));
+            }
+        }
+        if self.connections_per_shard_max == 0 {
+            return fail("connections_per_shard_max must be above 0");
+        }
+        if let MetricsEndpoint::Listen(addr) = self.metrics {
+            if addr == self.listen {
+                return fail("metrics must listen on another address than listen (or be `main`)");
+            }
+        }
+        crate::access::Namespaces::build(&self.namespace)?;
         Ok(())
     }
 }

@@ -46,6 +46,7 @@
 //! | [`id`] | shard, connection and channel ids; uids; message ids |
 //! | [`metrics`] | per-shard counters, summed when scraped |
 
+pub mod access;
 pub mod config;
 pub mod conn;
 pub mod error;

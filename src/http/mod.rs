@@ -3,6 +3,8 @@
 //! and writing the responses. Pure functions over bytes; the caller owns the
 //! sockets, the timers and the limits.
 
+pub mod body;
+pub mod client_ip;
 pub mod head;
 pub mod request;
 pub mod response;
