@@ -22,6 +22,12 @@ pub enum CloseReason {
     ServerShutdown,
     /// Writing to the socket failed.
     WriteFailed,
+    /// Went on sending over its message rate after the last warning (1008;
+    /// its IP is banned on this shard).
+    RateLimited,
+    /// The channel's owner refused the join key: the connection gets a
+    /// `403` instead of its `101` and never becomes a WebSocket.
+    JoinRefused,
 }
 
 impl CloseReason {
@@ -35,7 +41,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => Some((1008, "slow consumer")),
             CloseReason::IdleTimeout => Some((1001, "idle timeout")),
             CloseReason::ServerShutdown => Some((1001, "server shutting down")),
-            CloseReason::PeerGone | CloseReason::WriteFailed => None,
+            CloseReason::RateLimited => Some((1008, "rate limit exceeded")),
+            CloseReason::PeerGone | CloseReason::WriteFailed | CloseReason::JoinRefused => None,
         }
     }
 
@@ -51,6 +58,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::WriteFailed => "write_failed",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::JoinRefused => "join_refused",
         }
     }
 

@@ -56,3 +56,16 @@ pub const HEADERS_MAX_CEILING: usize = crate::http::head::HEADERS_MAX_SUPPORTED;
 /// Pending connections the kernel may hold per listener before accepting
 /// (capped by `net.core.somaxconn`; see tuning/).
 pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Client IPs one shard keeps a bucket for, per kind (upgrades, pushes).
+/// Buckets that refilled are forgotten every sweep, so this is only reached
+/// by a flood from this many addresses within a burst's refill time; new
+/// addresses are then refused (429) rather than let through unlimited.
+pub const IP_BUCKETS_ENTRIES_MAX: usize = 100_000;
+
+/// Live bans one shard keeps; past it the ban closest to expiry goes.
+pub const BAN_LIST_ENTRIES_MAX: usize = 100_000;
+
+/// How long an HTTP push waits for its channel's owner to answer before
+/// it is answered 503: only an overloaded or stopping owner takes long.
+pub const PUSH_ANSWER_TIMEOUT_MS: u64 = 5_000;

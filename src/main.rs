@@ -1,11 +1,11 @@
 //! The `itty-relay` binary: parse the configuration, start the shards,
-//! wait for SIGTERM or SIGINT, drain, exit.
+//! reload the namespaces on SIGHUP, and on SIGTERM or SIGINT drain and exit.
 
 use anyhow::Context;
 use clap::Parser;
 use itty_relay::config::{option_table, Cli, Config};
 use itty_relay::Server;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -13,17 +13,53 @@ fn main() -> anyhow::Result<()> {
         print!("{}", option_table());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref(), cli.overrides)?;
+    let config = Config::load(cli.config.as_deref(), cli.overrides.clone())?;
     init_logging(&config.log);
     abort_on_panic();
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
-    let server = Server::start(config).context("starting the relay")?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+    let server = Server::start(config.clone()).context("starting the relay")?;
+    let mut running = config;
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            tracing::info!(signal, "shutting down");
+            break;
+        }
+        reload(&server, &mut running, &cli);
     }
     server.shutdown()?;
     Ok(())
+}
+
+/// SIGHUP: reads the config file again (with the same flags on top) and
+/// puts its namespaces in force. A file with an error is refused, loudly,
+/// and the running configuration stays. Other settings need a restart.
+fn reload(server: &Server, running: &mut Config, cli: &Cli) {
+    let Some(file) = cli.config.as_deref() else {
+        tracing::warn!("SIGHUP: nothing to reload (the relay was started without --config)");
+        return;
+    };
+    let loaded = Config::load(Some(file), cli.overrides.clone())
+        .and_then(|config| server.reload_namespaces(&config).map(|n| (config, n)));
+    match loaded {
+        Err(e) => tracing::error!(
+            "SIGHUP: reload refused, the running configuration stays in force: {e}"
+        ),
+        Ok((config, namespaces)) => {
+            tracing::info!(namespaces, "SIGHUP: namespaces reloaded");
+            let others = |c: &Config| Config {
+                namespace: Vec::new(),
+                ..c.clone()
+            };
+            if others(running) != others(&config) {
+                tracing::warn!(
+                    "SIGHUP: settings other than namespaces changed in the file; \
+                     they take effect at the next restart"
+                );
+            }
+            running.namespace = config.namespace;
+        }
+    }
 }
 
 /// A panic would end one shard's thread and leave its listener accepting

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Close reasons in the order of their counters.
-pub const CLOSE_LABELS: [&str; 9] = [
+pub const CLOSE_LABELS: [&str; 11] = [
     "client_closed",
     "peer_gone",
     "message_too_big",
@@ -19,7 +19,57 @@ pub const CLOSE_LABELS: [&str; 9] = [
     "idle_timeout",
     "server_shutdown",
     "write_failed",
+    "rate_limited",
+    "join_refused",
 ];
+
+/// Why a message (or a frame) was not relayed, in the order of `dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Over the sender's message rate (a warning went out).
+    RateLimited = 0,
+    /// The sender lacks the channel's send key.
+    NoSendKey,
+    /// Not one JSON value (or an unterminated direct-message prefix).
+    InvalidJson,
+    /// A binary frame.
+    Binary,
+    /// A direct message to a uid not on the channel.
+    NoRecipient,
+    /// A forward to another shard whose backlog was full.
+    ForwardBacklogFull,
+}
+
+pub const DROP_LABELS: [&str; 6] = [
+    "rate_limited",
+    "no_send_key",
+    "invalid_json",
+    "binary",
+    "no_recipient",
+    "forward_backlog_full",
+];
+
+/// Why an upgrade was refused before it became a connection, in the order
+/// of `upgrades_refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRefusal {
+    /// Over the per-IP upgrade rate (429).
+    RateLimited = 0,
+    /// The IP is banned (429).
+    Banned,
+    /// The shard serves `connections_per_shard_max` already (503).
+    ShardFull,
+    /// A wrong or missing join key (403), namespace or ephemeral.
+    JoinKey,
+    /// The server is draining (503).
+    Draining,
+}
+
+pub const UPGRADE_REFUSAL_LABELS: [&str; 5] =
+    ["rate_limited", "banned", "shard_full", "join_key", "draining"];
+
+/// Push response statuses, in the order of `push_requests`.
+pub const PUSH_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 501, 503];
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
@@ -29,7 +79,14 @@ macro_rules! counters {
         #[derive(Default)]
         pub struct ShardCounters {
             $( $(#[doc = $doc])* pub $name: Counter, )*
+            /// WebSocket connections closed, by `CLOSE_LABELS`.
             pub closed: [Counter; CLOSE_LABELS.len()],
+            /// Messages not relayed, by `DROP_LABELS`.
+            pub dropped: [Counter; DROP_LABELS.len()],
+            /// Upgrades refused, by `UPGRADE_REFUSAL_LABELS`.
+            pub upgrades_refused: [Counter; UPGRADE_REFUSAL_LABELS.len()],
+            /// Push requests answered, by `PUSH_STATUSES`.
+            pub push_requests: [Counter; PUSH_STATUSES.len()],
         }
 
         const COUNTER_NAMES: &[(&str, &str)] = &[ $( (stringify!($name), concat!($($doc),*)), )* ];
@@ -61,10 +118,14 @@ counters! {
     bytes_out,
     /// Messages forwarded to other shards.
     forwards,
-    /// Messages to another shard dropped because its backlog was full.
-    forward_drops,
     /// Error events sent to clients.
     error_events,
+    /// Messages over a connection's rate that got a warning.
+    rate_limit_warnings,
+    /// Connections closed for going on over their rate after the warnings.
+    kicks,
+    /// IPs banned (one per kick).
+    bans,
 }
 
 /// A counter with a single writer (its shard).
@@ -108,6 +169,43 @@ impl ShardCounters {
             self.closed[i].incr();
         }
     }
+
+    pub fn count_drop(&self, why: Drop) {
+        self.dropped[why as usize].incr();
+    }
+
+    pub fn count_upgrade_refused(&self, why: UpgradeRefusal) {
+        self.upgrades_refused[why as usize].incr();
+    }
+
+    pub fn count_push(&self, status: u16) {
+        if let Some(i) = PUSH_STATUSES.iter().position(|&s| s == status) {
+            self.push_requests[i].incr();
+        }
+    }
+}
+
+/// Writes one labelled counter family: a line per shard and label.
+fn render_family<L: std::fmt::Display>(
+    out: &mut String,
+    metrics: &[ShardCounters],
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[L],
+    counters: impl Fn(&ShardCounters) -> &[Counter],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (shard, m) in metrics.iter().enumerate() {
+        for (value, c) in values.iter().zip(counters(m)) {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{shard}\",{label}=\"{value}\"}} {}",
+                c.get()
+            );
+        }
+    }
 }
 
 /// The Prometheus text exposition of all shards.
@@ -131,20 +229,42 @@ pub fn render(metrics: &[ShardCounters]) -> String {
             let _ = writeln!(out, "{full}{{shard=\"{shard}\"}} {}", values[i]);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP itty_connections_closed_total WebSocket connections closed, by reason."
+    render_family(
+        &mut out,
+        metrics,
+        "itty_connections_closed_total",
+        "WebSocket connections closed, by reason.",
+        "reason",
+        &CLOSE_LABELS,
+        |m| &m.closed,
     );
-    let _ = writeln!(out, "# TYPE itty_connections_closed_total counter");
-    for (shard, m) in metrics.iter().enumerate() {
-        for (label, c) in CLOSE_LABELS.iter().zip(m.closed.iter()) {
-            let _ = writeln!(
-                out,
-                "itty_connections_closed_total{{shard=\"{shard}\",reason=\"{label}\"}} {}",
-                c.get()
-            );
-        }
-    }
+    render_family(
+        &mut out,
+        metrics,
+        "itty_messages_dropped_total",
+        "Messages not relayed, by reason.",
+        "reason",
+        &DROP_LABELS,
+        |m| &m.dropped,
+    );
+    render_family(
+        &mut out,
+        metrics,
+        "itty_upgrades_refused_total",
+        "WebSocket upgrades refused before the connection opened, by reason.",
+        "reason",
+        &UPGRADE_REFUSAL_LABELS,
+        |m| &m.upgrades_refused,
+    );
+    render_family(
+        &mut out,
+        metrics,
+        "itty_push_requests_total",
+        "HTTP push requests answered, by status.",
+        "status",
+        &PUSH_STATUSES,
+        |m| &m.push_requests,
+    );
     out
 }
 
@@ -187,6 +307,8 @@ mod tests {
             CloseReason::IdleTimeout,
             CloseReason::ServerShutdown,
             CloseReason::WriteFailed,
+            CloseReason::RateLimited,
+            CloseReason::JoinRefused,
         ] {
             assert!(CLOSE_LABELS.contains(&r.label()));
         }

@@ -4,7 +4,8 @@
 //! returned `Server` stops them: each shard drains (1001 to every client)
 //! within `shutdown_timeout_ms`.
 
-use crate::config::{allowed_cpus, Config};
+use crate::access::Namespaces;
+use crate::config::{allowed_cpus, Config, MetricsEndpoint};
 use crate::error::Error;
 use crate::id::{random_seed, ShardId, UidCipher};
 use crate::metrics::{self, Metrics};
@@ -20,10 +21,14 @@ use std::time::Duration;
 /// A running relay.
 pub struct Server {
     local_addr: SocketAddr,
+    /// The separate metrics listener's address, if there is one.
+    metrics_addr: Option<SocketAddr>,
     shards: usize,
     metrics: Metrics,
-    /// Our ends of the shards' shutdown sockets.
-    shutdown: Vec<UnixStream>,
+    /// Our ends of the shards' control sockets.
+    control: Vec<UnixStream>,
+    /// Where reloaded namespace tables go, one queue per shard.
+    reloads: Vec<std::sync::mpsc::SyncSender<Arc<Namespaces>>>,
     executors: Vec<ExecutorJoinHandle<()>>,
 }
 
@@ -39,6 +44,14 @@ impl Server {
         };
         let listeners = crate::shard::listener::bind_all(config.listen, shards)?;
         let local_addr = listeners[0].local_addr()?;
+        let mut metrics_listener = match config.metrics {
+            MetricsEndpoint::Listen(addr) => {
+                Some(crate::shard::listener::bind_all(addr, 1)?.remove(0))
+            }
+            _ => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let namespaces = Arc::new(Namespaces::build(&config.namespace)?);
         let config = Arc::new(config);
         let metrics = metrics::new(shards);
         let cipher = UidCipher::new(random_seed());
@@ -48,22 +61,40 @@ impl Server {
         // start drops its sender, which is noticed at once.
         let mut ready = Vec::with_capacity(shards);
 
-        let mut shutdown = Vec::with_capacity(shards);
+        let mut control = Vec::with_capacity(shards);
+        let mut reloads = Vec::with_capacity(shards);
         let mut executors = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             ready.push(ready_rx);
             let (ours, theirs) = UnixStream::pair()?;
-            shutdown.push(ours);
+            control.push(ours);
+            let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(RELOADS_QUEUED_MAX);
+            reloads.push(reload_tx);
+            let namespaces = namespaces.clone();
             let id = ShardId(index as u16);
             let (shard_config, cipher, metrics) = (config.clone(), cipher.clone(), metrics.clone());
             let congested = congested.clone();
             let wiring = ShardWiring {
                 shard: Box::new(move || {
-                    Shard::new(id, shards, shard_config, cipher, metrics, congested)
+                    Shard::new(
+                        id,
+                        shards,
+                        shard_config,
+                        cipher,
+                        metrics,
+                        congested,
+                        namespaces,
+                    )
                 }),
                 listener,
-                shutdown: theirs,
+                control: theirs,
+                reloads: reload_rx,
+                metrics_listener: if index == 0 {
+                    metrics_listener.take()
+                } else {
+                    None
+                },
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
                 ready: ready_tx,
@@ -91,11 +122,16 @@ impl Server {
             }
         }
         tracing::info!(%local_addr, shards, "listening");
+        if let Some(addr) = metrics_addr {
+            tracing::info!(%addr, "metrics listening");
+        }
         Ok(Server {
             local_addr,
+            metrics_addr,
             shards,
             metrics,
-            shutdown,
+            control,
+            reloads,
             executors,
         })
     }
@@ -103,6 +139,28 @@ impl Server {
     /// The address the shards listen on (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The separate metrics listener's address (`--metrics ADDR`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Puts `config`'s namespaces in force on every shard, for joins and
+    /// pushes from now on (connections keep what their join granted). The
+    /// caller loaded and validated `config`; a table that does not build
+    /// is refused and the old one stays. Returns the number of namespaces.
+    pub fn reload_namespaces(&self, config: &Config) -> Result<usize, Error> {
+        let namespaces = Arc::new(Namespaces::build(&config.namespace)?);
+        for (tx, socket) in self.reloads.iter().zip(&self.control) {
+            tx.try_send(namespaces.clone()).map_err(|_| {
+                Error::Executor("a shard is not taking reloads (stopped or stuck)".into())
+            })?;
+            (&*socket)
+                .write_all(&[shard::CONTROL_RELOAD])
+                .map_err(Error::Io)?;
+        }
+        Ok(namespaces.len())
     }
 
     pub fn shards(&self) -> usize {
@@ -120,8 +178,8 @@ impl Server {
     }
 
     fn stop(&mut self) -> Result<(), Error> {
-        for socket in &mut self.shutdown {
-            let _ = socket.write_all(&[1]);
+        for socket in &mut self.control {
+            let _ = socket.write_all(&[shard::CONTROL_SHUTDOWN]);
         }
         let mut result = Ok(());
         for (index, executor) in self.executors.drain(..).enumerate() {
@@ -138,6 +196,10 @@ impl Drop for Server {
         let _ = self.stop();
     }
 }
+
+/// Reloads queued for one shard before it has taken the earlier ones: a
+/// shard takes them at once, so more means it is stuck.
+const RELOADS_QUEUED_MAX: usize = 8;
 
 type Senders = Vec<Vec<Option<SharedSender<Batch>>>>;
 type Receivers = Vec<Vec<Option<SharedReceiver<Batch>>>>;

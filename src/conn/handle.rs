@@ -59,6 +59,9 @@ pub struct ConnHandle {
     pub socket_fd: Cell<std::os::fd::RawFd>,
     /// Set for a connection that joins no channel (the echo endpoint).
     joinless: Cell<bool>,
+    /// Whether it may send: it holds the channel's send key, or none is
+    /// needed. Decided at the join.
+    pub may_send: Cell<bool>,
 }
 
 impl ConnHandle {
@@ -86,6 +89,7 @@ impl ConnHandle {
             pinged: Cell::new(false),
             socket_fd: Cell::new(-1),
             joinless: Cell::new(false),
+            may_send: Cell::new(false),
         }
     }
 
@@ -129,6 +133,15 @@ impl ConnHandle {
             }
         }
         true
+    }
+
+    /// The join was refused before the upgrade: replace the queued `101`
+    /// with `response` and end, so the writer sends it and no WebSocket
+    /// ever opens.
+    pub fn refuse(&self, response: Vec<u8>) {
+        self.discard_queue(0);
+        self.push_final(Bytes::from(response));
+        self.end(CloseReason::JoinRefused);
     }
 
     /// Shuts the socket down both ways (the fd stays owned by the session).

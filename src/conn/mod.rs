@@ -6,13 +6,19 @@
 //! or a close code, never propagated to the accept loop.
 
 pub mod handle;
+mod push;
 mod session;
 mod writer;
 
+use crate::config::MetricsEndpoint;
 use crate::http::{self, HeadError, HeadLimits, RequestHead, Route};
-use crate::shard::Shard;
+use crate::metrics::UpgradeRefusal;
+use crate::ratelimit::IpKey;
+use crate::shard::forward::KeyCheck;
+use crate::shard::{Admission, Shard};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,10 +31,24 @@ const HEAD_READ_BYTES: usize = 1024;
 /// The version `/version` reports (no leading `v`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Which listener accepted the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The main listener: everything PROTOCOL.md section 1 lists.
+    Main,
+    /// The separate metrics listener (`--metrics ADDR`): `/metrics`,
+    /// `/health` and `/version` only.
+    Metrics,
+}
+
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) {
     let _tracked = shard.track_socket();
     let _ = stream.set_nodelay(true);
+    let peer = match stream.peer_addr() {
+        Ok(addr) => addr.ip(),
+        Err(_) => return, // already gone
+    };
     let mut buf = Vec::new();
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
@@ -39,15 +59,26 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     431 => b"request head too large\n",
                     _ => b"malformed request\n",
                 };
-                respond(&mut stream, status, body, false).await;
+                respond(&mut stream, status, b"", body, false).await;
                 return;
             }
         };
         shard.counters().http_requests.incr();
         let keep_alive = head.keep_alive();
         let head_only = head.method == "HEAD";
-        match http::route(&head) {
+        let route = match (listener, http::route(&head)) {
+            (Listener::Metrics, Ok(r @ (Route::Version | Route::Health | Route::Metrics))) => Ok(r),
+            (Listener::Metrics, Ok(_)) => Err(http::Refusal::not_found()),
+            (_, Ok(Route::Metrics)) if !serves_metrics(&shard, listener) => {
+                Err(http::Refusal::not_found())
+            }
+            (_, route) => route,
+        };
+        match route {
             Err(refusal) => {
+                if refusal.status == 405 && head.target.starts_with("/push/") {
+                    shard.counters().count_push(405);
+                }
                 let _ = stream.write_all(&http::refusal_response(&refusal)).await;
                 return;
             }
@@ -56,36 +87,42 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 options,
                 accept_key,
             }) => {
-                if shard.draining() {
-                    respond(&mut stream, 503, b"server is shutting down\n", false).await;
-                    return;
+                let ip = client_ip(&shard, peer, &head);
+                match admit_join(&shard, ip, &channel, &options) {
+                    Err(admission) => {
+                        let retry = admission.retry_after_secs.map(|s| s.to_string());
+                        let headers: Vec<(&str, &str)> =
+                            retry.iter().map(|s| ("Retry-After", s.as_str())).collect();
+                        let reply = http::response(
+                            admission.status,
+                            "text/plain; charset=utf-8",
+                            &headers,
+                            admission.body.as_bytes(),
+                            false,
+                        );
+                        let _ = stream.write_all(&reply).await;
+                    }
+                    Ok(keys) => {
+                        let mode = session::Mode::Channel(channel, options, keys);
+                        session::run(shard, stream, buf, mode, accept_key, IpKey::of(ip)).await
+                    }
                 }
-                return session::run(
-                    shard,
-                    stream,
-                    buf,
-                    session::Mode::Channel(channel, options),
-                    accept_key,
-                )
-                .await;
+                return;
             }
             Ok(Route::Echo { accept_key }) if shard.config().echo_endpoint && !shard.draining() => {
-                return session::run(shard, stream, buf, session::Mode::Echo, accept_key).await;
+                let ip = IpKey::of(peer);
+                return session::run(shard, stream, buf, session::Mode::Echo, accept_key, ip)
+                    .await;
             }
             Ok(Route::Echo { .. }) => {
-                respond(&mut stream, 404, b"not found\n", false).await;
+                respond(&mut stream, 404, b"", b"not found\n", false).await;
                 return;
             }
-            Ok(Route::Push { .. }) => {
-                // Push needs a namespace with a send key; none exist yet.
-                respond(
-                    &mut stream,
-                    404,
-                    b"no namespace with a send key covers this channel\n",
-                    false,
-                )
-                .await;
-                return;
+            Ok(Route::Push { channel }) => {
+                let ip = client_ip(&shard, peer, &head);
+                if !push::serve(&shard, &mut stream, &mut buf, &head, &channel, ip).await {
+                    return;
+                }
             }
             Ok(Route::Version) => {
                 respond_to(&mut stream, 200, VERSION.as_bytes(), keep_alive, head_only).await
@@ -99,6 +136,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 let reply = Reply {
                     status: 200,
                     content_type: METRICS_CONTENT_TYPE,
+                    headers: &[],
                     body: text.as_bytes(),
                 };
                 reply.send(&mut stream, keep_alive, head_only).await
@@ -107,6 +145,64 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         if !keep_alive {
             return;
         }
+    }
+}
+
+/// Whether `/metrics` is served on this listener (PROTOCOL.md section 1;
+/// `--metrics`).
+fn serves_metrics(shard: &Shard, listener: Listener) -> bool {
+    match shard.config().metrics {
+        MetricsEndpoint::Main => listener == Listener::Main,
+        MetricsEndpoint::Off => false,
+        MetricsEndpoint::Listen(_) => listener == Listener::Metrics,
+    }
+}
+
+/// The client's IP for limits and bans (trusted proxies considered).
+fn client_ip(shard: &Shard, peer: IpAddr, head: &RequestHead) -> IpAddr {
+    http::client_ip::client_ip(peer, head, &shard.config().trusted_proxies.0)
+}
+
+/// Everything decided about an upgrade before its connection opens, in
+/// order: draining, the IP's ban and rate, the shard's cap, and a
+/// namespace's join key (checked here, against this shard's snapshot). What
+/// is left for the owner (ephemeral keys) comes back as the `KeyCheck`.
+fn admit_join(
+    shard: &Shard,
+    ip: IpAddr,
+    channel: &str,
+    options: &http::JoinOptions,
+) -> Result<KeyCheck, Admission> {
+    if shard.draining() {
+        shard
+            .counters()
+            .count_upgrade_refused(UpgradeRefusal::Draining);
+        return Err(Admission {
+            status: 503,
+            retry_after_secs: None,
+            body: "server is shutting down\n",
+        });
+    }
+    shard.admit_upgrade(IpKey::of(ip))?;
+    let namespaces = shard.namespaces();
+    match namespaces.covering(channel) {
+        Some(keys) if !keys.may_join(options.join_key.as_deref()) => {
+            shard
+                .counters()
+                .count_upgrade_refused(UpgradeRefusal::JoinKey);
+            Err(Admission {
+                status: 403,
+                retry_after_secs: None,
+                body: "join key required or wrong\n",
+            })
+        }
+        Some(keys) => Ok(KeyCheck::Namespace {
+            may_send: keys.may_send(options.send_key.as_deref()),
+        }),
+        None => Ok(KeyCheck::Ephemeral(crate::access::Keys {
+            join_key: options.join_key.as_deref().map(Into::into),
+            send_key: options.send_key.as_deref().map(Into::into),
+        })),
     }
 }
 
@@ -157,8 +253,24 @@ async fn read_head(
         .unwrap_or(Ok(None))
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, body: &[u8], keep_alive: bool) {
-    respond_to(stream, status, body, keep_alive, false).await
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let content_type = std::str::from_utf8(content_type)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("text/plain; charset=utf-8");
+    let reply = Reply {
+        status,
+        content_type,
+        headers: &[],
+        body,
+    };
+    reply.send(stream, keep_alive, false).await
 }
 
 async fn respond_to(
@@ -171,6 +283,7 @@ async fn respond_to(
     let reply = Reply {
         status,
         content_type: "text/plain; charset=utf-8",
+        headers: &[],
         body,
     };
     reply.send(stream, keep_alive, head_only).await
@@ -180,13 +293,20 @@ async fn respond_to(
 struct Reply<'a> {
     status: u16,
     content_type: &'a str,
+    headers: &'a [(&'a str, &'a str)],
     body: &'a [u8],
 }
 
 impl Reply<'_> {
     /// Writes it; a HEAD request gets the head only.
     async fn send(&self, stream: &mut TcpStream, keep_alive: bool, head_only: bool) {
-        let mut bytes = http::response(self.status, self.content_type, &[], self.body, keep_alive);
+        let mut bytes = http::response(
+            self.status,
+            self.content_type,
+            self.headers,
+            self.body,
+            keep_alive,
+        );
         if head_only {
             bytes.truncate(bytes.len() - self.body.len());
         }

@@ -9,7 +9,10 @@ use crate::error::CloseReason;
 use crate::http::{self, JoinOptions};
 use crate::id::Uid;
 use crate::limits::READ_CHUNK_BYTES;
+use crate::metrics::Drop;
 use crate::pubsub::classify::{classify, Classified};
+use crate::ratelimit::{Bucket, IpKey};
+use crate::shard::forward::KeyCheck;
 use crate::shard::Shard;
 use crate::ws::codec::{Decoder, Message};
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
@@ -33,10 +36,18 @@ enum Role {
 
 /// What the upgrade asked for.
 pub enum Mode {
-    /// Join the channel and publish to it.
-    Channel(String, JoinOptions),
+    /// Join the channel and publish to it; the owner checks `KeyCheck`.
+    Channel(String, JoinOptions, KeyCheck),
     /// Echo every message back (`/__echo`, for conformance tests).
     Echo,
+}
+
+/// A member's sending state: its message bucket, the warnings it got, and
+/// the client IP a kick bans.
+struct Sending {
+    bucket: Bucket,
+    warnings: u32,
+    ip: IpKey,
 }
 
 pub async fn run(
@@ -45,6 +56,7 @@ pub async fn run(
     leftover: Vec<u8>,
     mode: Mode,
     accept_key: String,
+    ip: IpKey,
 ) {
     let role = match mode {
         Mode::Channel(..) => Role::Member,
@@ -57,7 +69,14 @@ pub async fn run(
 
     let reason = match conn.ended() {
         Some(reason) => reason,
-        None => read_frames(&shard, &conn, &stream, leftover, role).await,
+        None => {
+            let mut sending = Sending {
+                bucket: Bucket::default(),
+                warnings: 0,
+                ip,
+            };
+            read_frames(&shard, &conn, &stream, leftover, role, &mut sending).await
+        }
     };
     conn.end(reason);
     shard.leave(&conn);
@@ -70,14 +89,14 @@ pub async fn run(
 /// channel's owner for the join. Consumes what only the handshake needs, so
 /// none of it stays in the session's future.
 fn open(shard: &Shard, stream: &TcpStream, mode: Mode, accept_key: String) -> Rc<ConnHandle> {
-    let echo = matches!(&mode, Mode::Channel(_, o) if o.echo);
+    let echo = matches!(&mode, Mode::Channel(_, o, _) if o.echo);
     let conn = shard.open_conn(echo);
     // The 101 is the first thing queued; the writer starts once the owner
     // confirmed the join, so the join event follows it directly.
     conn.push(Bytes::from(http::switching_protocols(&accept_key)));
     conn.socket_fd.set(std::os::fd::AsRawFd::as_raw_fd(stream));
     match mode {
-        Mode::Channel(channel, options) => shard.join(&channel, &conn, &options),
+        Mode::Channel(channel, options, keys) => shard.join(&channel, &conn, &options, keys),
         // No channel, so no owner to wait for.
         Mode::Echo => conn.set_joinless(),
     }
@@ -117,11 +136,12 @@ async fn read_frames(
     stream: &RefCell<TcpStream>,
     leftover: Vec<u8>,
     role: Role,
+    sending: &mut Sending,
 ) -> CloseReason {
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
     let mut decoder = Decoder::new(shard.config().message_bytes_max);
     let mut carry = leftover;
-    if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role) {
+    if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role, sending) {
         return reason;
     }
     loop {
@@ -146,7 +166,8 @@ async fn read_frames(
                     // No await between the read and here: nothing else has
                     // touched the shared buffer.
                     let mut buf = shared.borrow_mut();
-                    let result = decode_all(shard, conn, &mut decoder, &mut buf[..n], role);
+                    let result =
+                        decode_all(shard, conn, &mut decoder, &mut buf[..n], role, sending);
                     result.map(|consumed| {
                         carry.extend_from_slice(&buf[consumed..n]);
                         n
@@ -169,7 +190,7 @@ async fn read_frames(
             match read_or_end(conn, read).await {
                 Ok(n) => {
                     carry.truncate(start + n);
-                    decode_carry(shard, conn, &mut decoder, &mut carry, role).map(|()| n)
+                    decode_carry(shard, conn, &mut decoder, &mut carry, role, sending).map(|()| n)
                 }
                 Err(reason) => Err(reason),
             }
@@ -209,8 +230,9 @@ fn decode_carry(
     decoder: &mut Decoder,
     carry: &mut Vec<u8>,
     role: Role,
+    sending: &mut Sending,
 ) -> Result<(), CloseReason> {
-    let consumed = decode_all(shard, conn, decoder, carry, role)?;
+    let consumed = decode_all(shard, conn, decoder, carry, role, sending)?;
     carry.drain(..consumed);
     if carry.is_empty() {
         *carry = Vec::new();
@@ -226,6 +248,7 @@ fn decode_all(
     decoder: &mut Decoder,
     buf: &mut [u8],
     role: Role,
+    sending: &mut Sending,
 ) -> Result<usize, CloseReason> {
     let mut start = 0;
     loop {
@@ -236,7 +259,7 @@ fn decode_all(
         match decoded.message {
             None => return Ok(start),
             Some(message) => {
-                if let Some(reason) = handle(shard, conn, message, role) {
+                if let Some(reason) = handle(shard, conn, message, role, sending) {
                     return Err(reason);
                 }
             }
@@ -250,6 +273,7 @@ fn handle(
     conn: &ConnHandle,
     message: Message<'_>,
     role: Role,
+    sending: &mut Sending,
 ) -> Option<CloseReason> {
     match (message, role) {
         (Message::Close(close), _) => {
@@ -265,12 +289,53 @@ fn handle(
         (Message::Binary(data), Role::Echo) => {
             conn.push(frame::binary_frame(data));
         }
-        (Message::Binary(_), Role::Member) => {
-            shard.send_error(conn, "binary frames are not supported")
+        // Checked in PROTOCOL.md section 4's order: size (the codec, 1009),
+        // rate limit, send key, then what the message is.
+        (message, Role::Member) => {
+            match take_token(shard, conn, sending) {
+                Err(reason) => return Some(reason),
+                Ok(false) => return None,
+                Ok(true) => {}
+            }
+            if !conn.may_send.get() {
+                shard.counters().count_drop(Drop::NoSendKey);
+                shard.send_error(conn, "a send key is required to send on this channel");
+            } else if let Message::Text(text) = message {
+                publish_text(shard, conn, text);
+            } else {
+                shard.counters().count_drop(Drop::Binary);
+                shard.send_error(conn, "binary frames are not supported");
+            }
         }
-        (Message::Text(text), Role::Member) => publish_text(shard, conn, text),
     }
     None
+}
+
+/// Takes a message token. Over the rate the message is dropped with a
+/// warning; past the last warning the connection is kicked (1008) and its
+/// IP banned on this shard (PROTOCOL.md section 8). `Ok(false)`: dropped.
+fn take_token(shard: &Shard, conn: &ConnHandle, sending: &mut Sending) -> Result<bool, CloseReason> {
+    if sending.bucket.take(shard.message_rate(), shard.now_ns()).is_ok() {
+        return Ok(true);
+    }
+    let c = shard.counters();
+    c.count_drop(Drop::RateLimited);
+    sending.warnings += 1;
+    let warnings_max = shard.config().rate_limit_warnings;
+    if sending.warnings > warnings_max {
+        c.kicks.incr();
+        shard.ban(sending.ip);
+        return Err(CloseReason::RateLimited);
+    }
+    c.rate_limit_warnings.incr();
+    shard.send_error(
+        conn,
+        &format!(
+            "rate limit exceeded (warning {} of {warnings_max})",
+            sending.warnings
+        ),
+    );
+    Ok(false)
 }
 
 /// Checks a client text frame and routes it (PROTOCOL.md section 4).
@@ -278,10 +343,10 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
     let (to, payload) = match classify(text) {
         Classified::Broadcast(payload) => (None, payload),
         Classified::Direct { to, payload } => (Some(to), payload),
-        Classified::Unterminated => return shard.send_error(conn, "message is not valid JSON"),
+        Classified::Unterminated => return invalid_json(shard, conn),
     };
     if !shard.validator().borrow_mut().is_valid(payload) {
-        return shard.send_error(conn, "message is not valid JSON");
+        return invalid_json(shard, conn);
     }
     let to = match to.map(|t| (t, Uid::parse(t))) {
         None => None,
@@ -290,10 +355,16 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
             // Not a uid at all, so no member has it; the text is the
             // client's own, echoed back to it only.
             let shown: String = String::from_utf8_lossy(raw).chars().take(64).collect();
+            shard.counters().count_drop(Drop::NoRecipient);
             return shard.send_error(conn, &format!("no user {shown} on this channel"));
         }
     };
     shard.publish(conn, to, payload);
+}
+
+fn invalid_json(shard: &Shard, conn: &ConnHandle) {
+    shard.counters().count_drop(Drop::InvalidJson);
+    shard.send_error(conn, "message is not valid JSON");
 }
 
 /// Reads and discards until the peer closes (after our close frame). The

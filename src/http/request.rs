@@ -65,6 +65,11 @@ impl Refusal {
         }
     }
 
+    /// `404 not found`.
+    pub fn not_found() -> Self {
+        Refusal::new(404, "not found")
+    }
+
     fn with_header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
@@ -106,7 +111,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Refusal> {
             // Section 7 checks the method before anything about the channel.
             Some(_) if head.method != "POST" => Err(Refusal::method_not_allowed("POST")),
             Some(raw) => decode_channel(raw).map(|channel| Route::Push { channel }),
-            None => Err(Refusal::new(404, "not found")),
+            None => Err(Refusal::not_found()),
         },
     }
 }

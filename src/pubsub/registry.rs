@@ -2,6 +2,7 @@
 //! Lives on the owner shard only and is never touched from another shard;
 //! joins, leaves and publishes reach it through `Shard::send`.
 
+use crate::access::Keys;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid};
 use ahash::AHashMap;
 
@@ -23,6 +24,9 @@ pub struct Channel {
     pub members: AHashMap<ConnId, Member>,
     /// Members per home shard: the fan-out visits only shards with members.
     pub members_per_shard: Vec<u32>,
+    /// Ephemeral keys its creator set (PROTOCOL.md section 6); held until
+    /// the channel empties. Empty on channels a namespace covered.
+    pub keys: Keys,
 }
 
 impl Channel {
@@ -66,8 +70,21 @@ impl Registry {
         }
     }
 
-    /// Adds `conn` to the channel `name`, creating the channel if needed.
-    pub fn join(&mut self, name: &str, conn: ConnId, member: Member) -> (ChannelToken, &Channel) {
+    /// The live channel called `name`, if any.
+    pub fn find(&self, name: &str) -> Option<(ChannelToken, &Channel)> {
+        let token = *self.by_name.get(name)?;
+        Some((token, &self.channels[&token]))
+    }
+
+    /// Adds `conn` to the channel `name`, creating the channel (with
+    /// `keys_if_new` as its ephemeral keys) if needed.
+    pub fn join(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        member: Member,
+        keys_if_new: Keys,
+    ) -> (ChannelToken, &Channel) {
         let token = match self.by_name.get(name) {
             Some(&token) => token,
             None => {
@@ -83,6 +100,7 @@ impl Registry {
                         name: name.into(),
                         members: AHashMap::new(),
                         members_per_shard: vec![0; self.shards],
+                        keys: keys_if_new,
                     },
                 );
                 token
@@ -150,10 +168,10 @@ mod tests {
     #[test]
     fn join_creates_then_reuses_the_channel() {
         let mut r = Registry::new(ShardId(1), 2);
-        let (t1, ch) = r.join("room", ConnId(0), member(b'a'));
+        let (t1, ch) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         assert_eq!(ch.total(), 1);
         assert_eq!(token_owner(t1, 2), ShardId(1));
-        let (t2, ch) = r.join("room", ConnId(3), member(b'b'));
+        let (t2, ch) = r.join("room", ConnId(3), member(b'b'), Keys::default());
         assert_eq!(t1, t2);
         assert_eq!(ch.total(), 2);
         assert_eq!(
@@ -165,18 +183,37 @@ mod tests {
     #[test]
     fn last_leave_retires_the_channel_and_a_new_join_gets_a_new_token() {
         let mut r = Registry::new(ShardId(0), 2);
-        let (t1, _) = r.join("room", ConnId(0), member(b'a'));
+        let (t1, _) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         let (_, after) = r.leave(t1, ConnId(0)).unwrap();
         assert!(after.is_none());
         assert!(r.is_empty());
-        let (t2, _) = r.join("room", ConnId(2), member(b'a'));
+        let (t2, _) = r.join("room", ConnId(2), member(b'a'), Keys::default());
         assert_ne!(t1, t2);
+    }
+
+    #[test]
+    fn ephemeral_keys_are_the_creators_and_go_with_the_channel() {
+        let mut r = Registry::new(ShardId(0), 1);
+        let keys = Keys {
+            join_key: Some("a".into()),
+            send_key: None,
+        };
+        let (t, _) = r.join("room", ConnId(0), member(b'a'), keys.clone());
+        let later = Keys {
+            join_key: Some("b".into()),
+            send_key: None,
+        };
+        r.join("room", ConnId(1), member(b'b'), later);
+        assert_eq!(r.find("room").unwrap().1.keys, keys);
+        r.leave(t, ConnId(0));
+        r.leave(t, ConnId(1));
+        assert!(r.find("room").is_none());
     }
 
     #[test]
     fn leave_of_a_stranger_changes_nothing() {
         let mut r = Registry::new(ShardId(0), 2);
-        let (t, _) = r.join("room", ConnId(0), member(b'a'));
+        let (t, _) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         assert!(r.leave(t, ConnId(9)).is_none());
         assert_eq!(r.get(t).unwrap().total(), 1);
     }
@@ -184,8 +221,8 @@ mod tests {
     #[test]
     fn per_shard_counts_follow_joins_and_leaves() {
         let mut r = Registry::new(ShardId(0), 2);
-        let (t, _) = r.join("room", ConnId(1), member(b'a'));
-        r.join("room", ConnId(2), member(b'b'));
+        let (t, _) = r.join("room", ConnId(1), member(b'a'), Keys::default());
+        r.join("room", ConnId(2), member(b'b'), Keys::default());
         r.leave(t, ConnId(1));
         assert_eq!(
             r.get(t).unwrap().home_shards().collect::<Vec<_>>(),

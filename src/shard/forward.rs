@@ -13,10 +13,11 @@
 //! congestion flag and every shard's socket readers stop reading (TCP
 //! pushes back on publishers) until it drains (`Shard::forward_room`);
 //! past `forward_backlog_max`, messages are dropped and counted
-//! (`forward_drops`). Queue receivers never wait, so shards cannot
+//! (`messages_dropped{reason="forward_backlog_full"}`). Queue receivers never wait, so shards cannot
 //! deadlock on each other, and a full queue never blocks the shard.
 
-use crate::id::{ChannelToken, ConnId, Uid};
+use crate::access::Keys;
+use crate::id::{ChannelToken, ConnId, ShardId, Uid};
 use crate::limits::{FORWARD_BATCH_MAX, FORWARD_CONGESTED};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -35,7 +36,12 @@ pub enum ShardMsg {
         conn: ConnId,
         token: ChannelToken,
         frame: Bytes,
+        /// Whether the connection may send (its send key, if one is needed).
+        may_send: bool,
     },
+    /// Owner to home: the join key did not open the channel's ephemeral
+    /// keys; the connection gets a 403 instead of its 101.
+    JoinRefused { conn: ConnId },
     /// Home to owner: a client published a message.
     Publish {
         token: ChannelToken,
@@ -56,6 +62,15 @@ pub enum ShardMsg {
     /// Owner to home: deliver `frame` to one connection (a direct message
     /// or an error event).
     Deliver { conn: ConnId, frame: Bytes },
+    /// Home to owner: an HTTP push (PROTOCOL.md section 7), already checked.
+    Push {
+        channel: Box<str>,
+        payload: Bytes,
+        home: ShardId,
+        request: u64,
+    },
+    /// Owner to home: the push went to this many members.
+    Pushed { request: u64, recipients: u32 },
 }
 
 #[derive(Debug)]
@@ -65,6 +80,19 @@ pub struct JoinRequest {
     pub alias_json: Option<Box<str>>,
     pub announce: bool,
     pub list: bool,
+    pub keys: KeyCheck,
+}
+
+/// What the owner checks about a join's keys.
+#[derive(Debug)]
+pub enum KeyCheck {
+    /// A namespace covers the channel: the home shard checked its join key
+    /// and decided whether the connection may send. Ephemeral keys are
+    /// never set or checked.
+    Namespace { may_send: bool },
+    /// No namespace covers it: the owner checks these offered keys against
+    /// the channel's ephemeral keys, or sets them when the join creates it.
+    Ephemeral(Keys),
 }
 
 /// What crosses a queue slot: up to `FORWARD_BATCH_MAX` messages a shard

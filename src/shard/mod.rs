@@ -13,27 +13,30 @@ pub mod listener;
 mod owner;
 mod run;
 
+use crate::access::Namespaces;
 use crate::config::Config;
 use crate::conn::handle::{ConnHandle, Pushed};
 use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
 use crate::limits::FORWARD_CONGESTED;
-use crate::metrics::{Metrics, ShardCounters};
+use crate::metrics::{Metrics, ShardCounters, UpgradeRefusal};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
 use crate::pubsub::registry::{token_owner, Registry};
+use crate::ratelimit::{BanList, IpBuckets, IpKey, Rate, Refused};
 use crate::router::{route, Route};
 use ahash::AHashMap;
 use bytes::Bytes;
-use forward::{JoinRequest, PeerLink, ShardMsg};
+use forward::{JoinRequest, KeyCheck, PeerLink, ShardMsg};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
-pub use run::{run, ShardWiring};
+pub use run::{run, ShardWiring, CONTROL_RELOAD, CONTROL_SHUTDOWN};
 
 /// Every shard's congestion flag (see `Shard::forward_room`).
 pub type Congestion = Arc<[AtomicBool]>;
@@ -88,6 +91,60 @@ pub struct Shard {
     /// Set when the shard stops for good; its long-lived tasks end.
     stopping: Cell<bool>,
     stop_wakers: RefCell<Vec<std::task::Waker>>,
+    /// The namespaces in force: this shard's snapshot, swapped whole when
+    /// the operator reloads.
+    namespaces: RefCell<Arc<Namespaces>>,
+    /// Per-IP upgrade buckets, push buckets and bans: this shard's own.
+    upgrade_buckets: RefCell<IpBuckets>,
+    push_buckets: RefCell<IpBuckets>,
+    bans: RefCell<BanList>,
+    /// The per-connection message rate (sessions keep the buckets).
+    message_rate: Rate,
+    /// Push requests waiting for their channel's owner to answer.
+    pending_pushes: RefCell<AHashMap<u64, Rc<ReplySlot<u32>>>>,
+    /// Push requests issued so far (their ids).
+    pushes_issued: Cell<u64>,
+}
+
+/// A one-time answer from another shard, awaited by one task here.
+pub struct ReplySlot<T> {
+    value: Cell<Option<T>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl<T> ReplySlot<T> {
+    fn new() -> ReplySlot<T> {
+        ReplySlot {
+            value: Cell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+
+    fn set(&self, value: T) {
+        self.value.set(Some(value));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) -> T {
+        std::future::poll_fn(|cx| match self.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Why an upgrade or a push is refused before anything else happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub status: u16,
+    pub retry_after_secs: Option<u64>,
+    pub body: &'static str,
 }
 
 impl Shard {
@@ -98,7 +155,15 @@ impl Shard {
         cipher: UidCipher,
         metrics: Metrics,
         congested: Congestion,
+        namespaces: Arc<Namespaces>,
     ) -> Shard {
+        use crate::limits::{BAN_LIST_ENTRIES_MAX, IP_BUCKETS_ENTRIES_MAX};
+        let upgrade_rate = Rate::new(config.upgrades_per_ip_per_sec, config.upgrades_per_ip_burst);
+        let push_rate = Rate::new(config.pushes_per_ip_per_sec, config.pushes_per_ip_burst);
+        let message_rate = Rate::new(
+            config.messages_per_conn_per_sec,
+            config.messages_per_conn_burst,
+        );
         Shard {
             id,
             shards,
@@ -123,6 +188,13 @@ impl Shard {
             congested,
             stopping: Cell::new(false),
             stop_wakers: RefCell::default(),
+            namespaces: RefCell::new(namespaces),
+            upgrade_buckets: RefCell::new(IpBuckets::new(upgrade_rate, IP_BUCKETS_ENTRIES_MAX)),
+            push_buckets: RefCell::new(IpBuckets::new(push_rate, IP_BUCKETS_ENTRIES_MAX)),
+            bans: RefCell::new(BanList::new(BAN_LIST_ENTRIES_MAX)),
+            message_rate,
+            pending_pushes: RefCell::default(),
+            pushes_issued: Cell::new(0),
         }
     }
 
@@ -158,6 +230,82 @@ impl Shard {
         &self.validator
     }
 
+    /// Nanoseconds since the shard started: the clock of its buckets.
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    pub fn message_rate(&self) -> Rate {
+        self.message_rate
+    }
+
+    /// The namespaces in force now.
+    pub fn namespaces(&self) -> Arc<Namespaces> {
+        self.namespaces.borrow().clone()
+    }
+
+    /// Puts a reloaded namespace table in force for joins and pushes from
+    /// now on; connections already joined keep what they were granted.
+    pub fn set_namespaces(&self, namespaces: Arc<Namespaces>) {
+        *self.namespaces.borrow_mut() = namespaces;
+    }
+
+    // ---- admission: per-IP limits, bans, the connection cap ----
+
+    /// Whether a WebSocket upgrade from `ip` may go on: not banned, within
+    /// its rate, and the shard not full (PROTOCOL.md section 8).
+    pub fn admit_upgrade(&self, ip: IpKey) -> Result<(), Admission> {
+        let now = self.now_ns();
+        let checked = self
+            .bans
+            .borrow()
+            .check(ip, now)
+            .and_then(|()| self.upgrade_buckets.borrow_mut().take(ip, now));
+        let c = self.counters();
+        match checked {
+            Err(Refused::Banned { retry_after_secs }) => {
+                c.count_upgrade_refused(UpgradeRefusal::Banned);
+                Err(Admission {
+                    status: 429,
+                    retry_after_secs: Some(retry_after_secs),
+                    body: "banned for going on over the message rate limit\n",
+                })
+            }
+            Err(refused) => {
+                c.count_upgrade_refused(UpgradeRefusal::RateLimited);
+                Err(Admission {
+                    status: 429,
+                    retry_after_secs: Some(retry_after(refused)),
+                    body: "too many connections from this address\n",
+                })
+            }
+            Ok(()) if self.open_conns() >= self.config.connections_per_shard_max => {
+                c.count_upgrade_refused(UpgradeRefusal::ShardFull);
+                Err(Admission {
+                    status: 503,
+                    retry_after_secs: Some(1),
+                    body: "server is full\n",
+                })
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Takes a push token for `ip`; `Err(retry_after_secs)` when over.
+    pub fn admit_push(&self, ip: IpKey) -> Result<(), u64> {
+        self.push_buckets
+            .borrow_mut()
+            .take(ip, self.now_ns())
+            .map_err(retry_after)
+    }
+
+    /// Bans `ip` on this shard for `ban_duration_ms` (after a kick).
+    pub fn ban(&self, ip: IpKey) {
+        let now = self.now_ns();
+        let until = now + self.config.ban_duration_ms * 1_000_000;
+        self.bans.borrow_mut().ban(ip, until, now);
+        self.counters().bans.incr();
+    }
     // ---- connections (home side) ----
 
     /// A new connection: its id, uid and handle, registered with the shard.
@@ -188,8 +336,15 @@ impl Shard {
     }
 
     /// Asks the channel's owner to add `conn`; the answer arrives as
-    /// `Joined`, which queues the join event and wakes the connection.
-    pub fn join(&self, channel: &str, conn: &Rc<ConnHandle>, options: &JoinOptions) {
+    /// `Joined`, which queues the join event and wakes the connection, or
+    /// `JoinRefused`. `keys` says what the owner still has to check.
+    pub fn join(
+        &self,
+        channel: &str,
+        conn: &Rc<ConnHandle>,
+        options: &JoinOptions,
+        keys: KeyCheck,
+    ) {
         self.pending_joins
             .borrow_mut()
             .insert(conn.id, conn.clone());
@@ -199,6 +354,7 @@ impl Shard {
             alias_json: options.alias.as_deref().map(envelope::alias_json),
             announce: options.announce,
             list: options.list,
+            keys,
         };
         match route(channel, self.id, self.shards) {
             Route::Local => self.owner_join(request),
@@ -225,6 +381,32 @@ impl Shard {
                 },
             ),
         }
+    }
+
+    /// Publishes an HTTP push through the channel's owner; resolves to the
+    /// number of members it went to, or `None` if the owner did not answer
+    /// in time (its shard is overloaded or stopping).
+    pub async fn push(&self, channel: &str, payload: Bytes) -> Option<u32> {
+        let request = self.pushes_issued.get();
+        self.pushes_issued.set(request + 1);
+        let slot = Rc::new(ReplySlot::new());
+        self.pending_pushes
+            .borrow_mut()
+            .insert(request, slot.clone());
+        let msg = ShardMsg::Push {
+            channel: channel.into(),
+            payload,
+            home: self.id,
+            request,
+        };
+        match route(channel, self.id, self.shards) {
+            Route::Local => self.handle(msg),
+            Route::Forward(owner) => self.forward(owner, msg),
+        }
+        let wait = std::time::Duration::from_millis(crate::limits::PUSH_ANSWER_TIMEOUT_MS);
+        let answer = glommio::timer::timeout(wait, async { Ok(slot.wait().await) }).await;
+        self.pending_pushes.borrow_mut().remove(&request);
+        answer.ok()
     }
 
     /// The connection is ending: stop delivering to it now and tell the
@@ -302,7 +484,7 @@ impl Shard {
                     self.update_congestion();
                 }
             }
-            None => c.forward_drops.incr(),
+            None => c.count_drop(crate::metrics::Drop::ForwardBacklogFull),
         }
     }
 
@@ -321,7 +503,38 @@ impl Shard {
     pub fn handle(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Join(request) => self.owner_join(request),
-            ShardMsg::Joined { conn, token, frame } => self.home_joined(conn, token, frame),
+            ShardMsg::Joined {
+                conn,
+                token,
+                frame,
+                may_send,
+            } => self.home_joined(conn, token, frame, may_send),
+            ShardMsg::JoinRefused { conn } => {
+                let conn = self.pending_joins.borrow_mut().remove(&conn);
+                if let Some(conn) = conn {
+                    conn.refuse(crate::http::response(
+                        403,
+                        "text/plain; charset=utf-8",
+                        &[],
+                        b"join key required or wrong\n",
+                        false,
+                    ));
+                }
+            }
+            ShardMsg::Push {
+                channel,
+                payload,
+                home,
+                request,
+            } => self.owner_push(&channel, &payload, home, request),
+            ShardMsg::Pushed {
+                request,
+                recipients,
+            } => {
+                if let Some(slot) = self.pending_pushes.borrow_mut().remove(&request) {
+                    slot.set(recipients);
+                }
+            }
             ShardMsg::Publish {
                 token,
                 from,
@@ -346,10 +559,11 @@ impl Shard {
 
     // ---- home side: deliver to the connections this shard owns ----
 
-    fn home_joined(&self, conn_id: ConnId, token: ChannelToken, frame: Bytes) {
+    fn home_joined(&self, conn_id: ConnId, token: ChannelToken, frame: Bytes, may_send: bool) {
         let conn = self.pending_joins.borrow_mut().remove(&conn_id);
         match conn {
             Some(conn) if conn.ended().is_none() => {
+                conn.may_send.set(may_send);
                 self.subscribe(token, &conn);
                 self.deliver(&conn, frame);
                 conn.set_joined(token);
@@ -397,6 +611,10 @@ impl Shard {
             }
             conn.shrink_idle_queue();
         }
+        let now_ns = self.now_ns();
+        self.upgrade_buckets.borrow_mut().prune(now_ns);
+        self.push_buckets.borrow_mut().prune(now_ns);
+        self.bans.borrow_mut().prune(now_ns);
     }
 
     /// Starts the drain: every connection gets 1001 after its queue.
@@ -474,7 +692,7 @@ impl Shard {
         .await
     }
 
-    fn open_conns(&self) -> usize {
+    pub fn open_conns(&self) -> usize {
         self.conns.borrow().len()
     }
 
@@ -486,5 +704,15 @@ impl Shard {
 
     fn open_sockets(&self) -> usize {
         self.sockets_open.get()
+    }
+}
+
+/// `Retry-After` seconds for a refusal.
+fn retry_after(refused: Refused) -> u64 {
+    match refused {
+        Refused::RateLimited { retry_after_secs } | Refused::Banned { retry_after_secs } => {
+            retry_after_secs
+        }
+        Refused::TableFull => 1,
     }
 }

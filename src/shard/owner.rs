@@ -4,7 +4,8 @@
 //! and `date`, builds each frame once, and fans it out to the home shards
 //! of the members. Runs only on the owner shard; never waits.
 
-use super::forward::{JoinRequest, ShardMsg};
+use super::forward::{JoinRequest, KeyCheck, ShardMsg};
+use crate::access::Keys;
 use super::Shard;
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid};
 use crate::pubsub::envelope::{self, Who};
@@ -19,16 +20,32 @@ impl Shard {
             alias_json,
             announce,
             list,
+            keys,
         } = request;
+        let mut registry = self.registry.borrow_mut();
+        // Keys first: a refused join neither creates nor changes the channel.
+        let (may_send, keys_if_new) = match keys {
+            KeyCheck::Namespace { may_send } => (may_send, Keys::default()),
+            KeyCheck::Ephemeral(offered) => match registry.find(&channel) {
+                Some((_, ch)) if !ch.keys.may_join(offered.join_key.as_deref()) => {
+                    drop(registry);
+                    self.counters()
+                        .count_upgrade_refused(crate::metrics::UpgradeRefusal::JoinKey);
+                    return self.send(conn.home(self.shards), ShardMsg::JoinRefused { conn });
+                }
+                Some((_, ch)) => (ch.keys.may_send(offered.send_key.as_deref()), Keys::default()),
+                // The creator sets the keys it offered, and may send.
+                None => (true, offered),
+            },
+        };
         let uid = self.cipher.uid(conn);
         let date = envelope::now_ms();
-        let mut registry = self.registry.borrow_mut();
         let member = Member {
             uid,
             alias_json,
             announce,
         };
-        let (token, ch) = registry.join(&channel, conn, member);
+        let (token, ch) = registry.join(&channel, conn, member, keys_if_new);
         let total = ch.total();
         let me = &ch.members[&conn];
         let me = Who {
@@ -58,6 +75,7 @@ impl Shard {
                 conn,
                 token,
                 frame: own_event,
+                may_send,
             },
         );
         if let Some(frame) = others_event {
@@ -82,11 +100,8 @@ impl Shard {
             return;
         };
         let date = envelope::now_ms();
-        let mut id_buf = [0u8; 12];
-        let issued = self.messages_issued.get();
-        self.messages_issued.set(issued + 1);
-        let id_len = message_id(issued, self.id, self.shards, &mut id_buf);
-        let id = &id_buf[..id_len];
+        let id = self.next_message_id();
+        let id = id.as_bytes();
         let who = Who {
             uid: &sender.uid,
             alias_json: sender.alias_json.as_deref(),
@@ -108,6 +123,8 @@ impl Shard {
                 } else {
                     let text = format!("no user {} on this channel", uid.as_str());
                     self.counters().error_events.incr();
+                    self.counters()
+                        .count_drop(crate::metrics::Drop::NoRecipient);
                     let frame = envelope::error(&text, date);
                     self.send(
                         from.home(self.shards),
@@ -116,6 +133,34 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// An HTTP push: relayed like a message but without `uid` and `alias`;
+    /// answers the home shard with the number of members it went to.
+    pub(super) fn owner_push(&self, channel: &str, payload: &[u8], home: ShardId, request: u64) {
+        let registry = self.registry.borrow();
+        let recipients = match registry.find(channel) {
+            None => 0,
+            Some((token, ch)) => {
+                let id = self.next_message_id();
+                let frame = envelope::message(id.as_bytes(), None, envelope::now_ms(), payload);
+                self.counters().messages_published.incr();
+                self.fan_out(ch.home_shards(), token, &frame, None);
+                ch.total() as u32
+            }
+        };
+        drop(registry);
+        self.send(home, ShardMsg::Pushed { request, recipients });
+    }
+
+    /// The next message id, base62 of this owner's counter interleaved by
+    /// shard.
+    fn next_message_id(&self) -> MessageId {
+        let mut id = MessageId([0; 12], 0);
+        let issued = self.messages_issued.get();
+        self.messages_issued.set(issued + 1);
+        id.1 = message_id(issued, self.id, self.shards, &mut id.0);
+        id
     }
 
     pub(super) fn owner_leave(&self, token: ChannelToken, conn: ConnId) {
@@ -163,5 +208,14 @@ impl Shard {
                 },
             );
         }
+    }
+}
+
+/// A message id on the stack: base62 bytes and their length.
+struct MessageId([u8; 12], usize);
+
+impl MessageId {
+    fn as_bytes(&self) -> &[u8] {
+        &self.0[..self.1]
     }
 }

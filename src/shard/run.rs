@@ -4,6 +4,7 @@
 
 use super::forward::Batch;
 use super::Shard;
+use crate::conn::Listener;
 use crate::limits::SWEEP_INTERVAL_MS;
 use futures_lite::AsyncReadExt;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
@@ -14,13 +15,24 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// The control byte that announces a namespace reload.
+pub const CONTROL_RELOAD: u8 = 2;
+/// The control byte that asks for a shutdown.
+pub const CONTROL_SHUTDOWN: u8 = 1;
+
 /// What `server.rs` hands a shard's thread: all `Send`, made on the main
 /// thread.
 pub struct ShardWiring {
     pub shard: Box<dyn FnOnce() -> Shard + Send>,
     pub listener: std::net::TcpListener,
-    /// Readable (a byte or EOF) when the server must shut down.
-    pub shutdown: std::os::unix::net::UnixStream,
+    /// The server's control socket: `CONTROL_RELOAD` means "take the new
+    /// namespaces from `reloads`"; any other byte, EOF or an error means
+    /// "shut down".
+    pub control: std::os::unix::net::UnixStream,
+    /// Namespace tables the operator reloaded, newest last.
+    pub reloads: std::sync::mpsc::Receiver<std::sync::Arc<crate::access::Namespaces>>,
+    /// The separate metrics listener (`--metrics ADDR`), on shard 0 only.
+    pub metrics_listener: Option<std::net::TcpListener>,
     /// `senders[i]`: the queue to shard i (`None` for ourselves).
     pub senders: Vec<Option<SharedSender<Batch>>>,
     /// `receivers[i]`: the queue from shard i.
@@ -36,21 +48,37 @@ pub async fn run(wiring: ShardWiring) {
     // SAFETY: the fds come from std sockets we own and give up here.
     let listener_fd = wiring.listener.into_raw_fd();
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
-    let mut shutdown = unsafe { UnixStream::from_raw_fd(wiring.shutdown.into_raw_fd()) };
+    let mut control = unsafe { UnixStream::from_raw_fd(wiring.control.into_raw_fd()) };
 
     tasks.push(glommio::spawn_local(until_stopped(
         shard.clone(),
-        accept_loop(shard.clone(), listener),
+        accept_loop(shard.clone(), listener, Listener::Main),
     )));
+    let metrics_fd = wiring.metrics_listener.map(|l| {
+        let fd = l.into_raw_fd();
+        // SAFETY: as above, an fd we own and give up here.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        tasks.push(glommio::spawn_local(until_stopped(
+            shard.clone(),
+            accept_loop(shard.clone(), listener, Listener::Metrics),
+        )));
+        fd
+    });
     tasks.push(glommio::spawn_local(until_stopped(
         shard.clone(),
         sweep_loop(shard.clone()),
     )));
     let _ = wiring.ready.send(());
 
-    // Any byte, EOF or error on the control socket means: shut down.
     let mut byte = [0u8; 1];
-    let _ = shutdown.read(&mut byte).await;
+    while let Ok(1) = control.read(&mut byte).await {
+        if byte[0] != CONTROL_RELOAD {
+            break;
+        }
+        while let Ok(namespaces) = wiring.reloads.try_recv() {
+            shard.set_namespaces(namespaces);
+        }
+    }
     tracing::info!(
         shard = shard.id.0,
         connections = shard.open_conns(),
@@ -66,6 +94,10 @@ pub async fn run(wiring: ShardWiring) {
     // its fd is closed; shutting it down stops it listening now.
     // SAFETY: shutdown on the listening socket this shard owns.
     unsafe { libc::shutdown(listener_fd, libc::SHUT_RDWR) };
+    if let Some(fd) = metrics_fd {
+        // SAFETY: as above, the metrics listener this shard owns.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
     shard.stop();
     for task in tasks {
         task.await;
@@ -132,11 +164,11 @@ async fn connect_peers(
     tasks
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::conn::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(crate::conn::serve(shard.clone(), stream, kind)).detach();
             }
             Err(_) if shard.draining() => return, // the listener was shut down
             Err(e) => {

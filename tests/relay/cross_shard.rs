@@ -123,5 +123,5 @@ fn a_flood_through_a_congested_forward_queue_loses_nothing() {
     reader
         .join()
         .expect("the member got every message in order");
-    assert_eq!(relay.metric_sum("forward_drops_total"), 0);
+    assert_eq!(relay.metric_sum("messages_dropped_total"), 0);
 }

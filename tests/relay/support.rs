@@ -36,6 +36,15 @@ pub fn relay_with(adjust: impl FnOnce(&mut Config)) -> Relay {
         // Many servers run at once in one test process: keep the
         // registered io_uring memory small (it counts against memlock).
         io_memory_bytes: 64 * 1024,
+        // Tests connect and send from 127.0.0.1 much faster than a person:
+        // the limits are lifted here and set low by the tests that check
+        // them (see `limits.rs`).
+        upgrades_per_ip_per_sec: 1_000_000,
+        upgrades_per_ip_burst: 1_000_000,
+        pushes_per_ip_per_sec: 1_000_000,
+        pushes_per_ip_burst: 1_000_000,
+        messages_per_conn_per_sec: 1_000_000,
+        messages_per_conn_burst: 1_000_000,
         ..Config::default()
     };
     adjust(&mut config);
