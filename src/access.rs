@@ -181,7 +181,10 @@ mod tests {
         assert_eq!(t.covering("myapps"), None);
         assert_eq!(t.covering("myap"), None);
         assert_eq!(t.covering("other/myapp"), None);
-        assert_eq!(t.covering("feed:live:x").unwrap().send_key.as_deref(), Some("f"));
+        assert_eq!(
+            t.covering("feed:live:x").unwrap().send_key.as_deref(),
+            Some("f")
+        );
         assert_eq!(t.covering("feed"), None);
     }
 

@@ -183,7 +183,9 @@ impl std::str::FromStr for MetricsEndpoint {
             "main" => Ok(MetricsEndpoint::Main),
             "off" => Ok(MetricsEndpoint::Off),
             addr => addr.parse().map(MetricsEndpoint::Listen).map_err(|_| {
-                format!("metrics must be `main`, `off` or an address like 127.0.0.1:9090, not {s:?}")
+                format!(
+                    "metrics must be `main`, `off` or an address like 127.0.0.1:9090, not {s:?}"
+                )
             }),
         }
     }
@@ -337,7 +339,7 @@ impl Config {
             return fail("connections_per_shard_max must be above 0");
         }
         if let MetricsEndpoint::Listen(addr) = self.metrics {
-            if addr == self.listen {
+            if addr == self.listen && addr.port() != 0 {
                 return fail("metrics must listen on another address than listen (or be `main`)");
             }
         }

@@ -42,9 +42,9 @@ fn reload(server: &Server, running: &mut Config, cli: &Cli) {
     let loaded = Config::load(Some(file), cli.overrides.clone())
         .and_then(|config| server.reload_namespaces(&config).map(|n| (config, n)));
     match loaded {
-        Err(e) => tracing::error!(
-            "SIGHUP: reload refused, the running configuration stays in force: {e}"
-        ),
+        Err(e) => {
+            tracing::error!("SIGHUP: reload refused, the running configuration stays in force: {e}")
+        }
         Ok((config, namespaces)) => {
             tracing::info!(namespaces, "SIGHUP: namespaces reloaded");
             let others = |c: &Config| Config {

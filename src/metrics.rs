@@ -65,8 +65,13 @@ pub enum UpgradeRefusal {
     Draining,
 }
 
-pub const UPGRADE_REFUSAL_LABELS: [&str; 5] =
-    ["rate_limited", "banned", "shard_full", "join_key", "draining"];
+pub const UPGRADE_REFUSAL_LABELS: [&str; 5] = [
+    "rate_limited",
+    "banned",
+    "shard_full",
+    "join_key",
+    "draining",
+];
 
 /// Push response statuses, in the order of `push_requests`.
 pub const PUSH_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 501, 503];

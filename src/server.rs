@@ -50,7 +50,10 @@ impl Server {
             }
             _ => None,
         };
-        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let namespaces = Arc::new(Namespaces::build(&config.namespace)?);
         let config = Arc::new(config);
         let metrics = metrics::new(shards);

@@ -68,7 +68,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
         let head_only = head.method == "HEAD";
         let route = match (listener, http::route(&head)) {
             (Listener::Metrics, Ok(r @ (Route::Version | Route::Health | Route::Metrics))) => Ok(r),
-            (Listener::Metrics, Ok(_)) => Err(http::Refusal::not_found()),
+            (Listener::Metrics, _) => Err(http::Refusal::not_found()),
             (_, Ok(Route::Metrics)) if !serves_metrics(&shard, listener) => {
                 Err(http::Refusal::not_found())
             }
@@ -111,8 +111,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
             }
             Ok(Route::Echo { accept_key }) if shard.config().echo_endpoint && !shard.draining() => {
                 let ip = IpKey::of(peer);
-                return session::run(shard, stream, buf, session::Mode::Echo, accept_key, ip)
-                    .await;
+                return session::run(shard, stream, buf, session::Mode::Echo, accept_key, ip).await;
             }
             Ok(Route::Echo { .. }) => {
                 respond(&mut stream, 404, b"", b"not found\n", false).await;

@@ -15,6 +15,9 @@ use glommio::net::TcpStream;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// What a lingering close reads beyond one body before giving up.
+const LINGER_EXTRA_BYTES: usize = 64 * 1024;
+
 /// Bytes read per `recv` while a body arrives.
 const BODY_READ_BYTES: usize = 16 * 1024;
 
@@ -60,7 +63,35 @@ pub async fn serve(
         answer.body.as_bytes(),
         keep_alive,
     );
-    stream.write_all(&reply).await.is_ok() && keep_alive
+    let written = stream.write_all(&reply).await.is_ok();
+    if written && !keep_alive {
+        linger(shard, stream).await;
+    }
+    written && keep_alive
+}
+
+/// After an answer that ends the connection before its body was read:
+/// half-close, then read and discard what the client was still sending,
+/// within bounds. Closing with unread bytes would make the kernel send a
+/// reset, and the client could lose the answer to it.
+async fn linger(shard: &Shard, stream: &mut TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutting down the write side of a socket we own.
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+    let budget = shard.config().message_bytes_max + LINGER_EXTRA_BYTES;
+    let deadline = Duration::from_millis(shard.config().close_timeout_ms);
+    let _ = glommio::timer::timeout(deadline, async {
+        let mut scratch = [0u8; 4096];
+        let mut read = 0;
+        while read < budget {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        Ok(())
+    })
+    .await;
 }
 
 async fn answer(
@@ -103,9 +134,7 @@ async fn answer(
         Err(e) => return body_error(e),
     };
     if head.has_token("expect", "100-continue") {
-        let _ = stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await;
+        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
     }
     let body = match read_body(shard, stream, buf, decoder).await {
         Ok(body) => body,
@@ -162,10 +191,6 @@ async fn read_body(
     match glommio::timer::timeout(deadline, async { Ok(read.await) }).await {
         Ok(Ok(())) => Ok(decoder.into_body()),
         Ok(Err(answer)) => Err(answer),
-        Err(_) => Err(Answer::error(
-            408,
-            "the body did not arrive in time",
-            false,
-        )),
+        Err(_) => Err(Answer::error(408, "the body did not arrive in time", false)),
     }
 }

@@ -314,8 +314,16 @@ fn handle(
 /// Takes a message token. Over the rate the message is dropped with a
 /// warning; past the last warning the connection is kicked (1008) and its
 /// IP banned on this shard (PROTOCOL.md section 8). `Ok(false)`: dropped.
-fn take_token(shard: &Shard, conn: &ConnHandle, sending: &mut Sending) -> Result<bool, CloseReason> {
-    if sending.bucket.take(shard.message_rate(), shard.now_ns()).is_ok() {
+fn take_token(
+    shard: &Shard,
+    conn: &ConnHandle,
+    sending: &mut Sending,
+) -> Result<bool, CloseReason> {
+    if sending
+        .bucket
+        .take(shard.message_rate(), shard.now_ns())
+        .is_ok()
+    {
         return Ok(true);
     }
     let c = shard.counters();

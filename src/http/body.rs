@@ -87,7 +87,10 @@ pub fn framing(head: &RequestHead) -> Result<Framing, BodyError> {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !matches!(c, b' ' | b'\t'))
@@ -108,12 +111,22 @@ enum State {
         read: usize,
     },
     /// The size line's CR was read; its LF must follow.
-    SizeLf { size: u64 },
-    ChunkData { left: u64 },
+    SizeLf {
+        size: u64,
+    },
+    ChunkData {
+        left: u64,
+    },
     /// After a chunk's data: its CRLF (`cr_seen` once the CR was read).
-    ChunkEnd { cr_seen: bool },
+    ChunkEnd {
+        cr_seen: bool,
+    },
     /// After the last (zero) chunk: trailer lines until an empty one.
-    Trailer { line: usize, read: usize, cr: bool },
+    Trailer {
+        line: usize,
+        read: usize,
+        cr: bool,
+    },
     Done,
 }
 
@@ -370,7 +383,11 @@ mod tests {
 
     #[test]
     fn chunked_bodies_over_the_limit_or_malformed_are_refused() {
-        let big = format!("40\r\n{}\r\n40\r\n{}\r\n0\r\n\r\n", "x".repeat(64), "y".repeat(64));
+        let big = format!(
+            "40\r\n{}\r\n40\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(64),
+            "y".repeat(64)
+        );
         assert_eq!(
             decode(Framing::Chunked, big.as_bytes(), 10).unwrap_err(),
             BodyError::TooLarge
@@ -379,7 +396,13 @@ mod tests {
             decode(Framing::Chunked, b"FFFFFFFFFFFFFFFFFFFF\r\n", 1).unwrap_err(),
             BodyError::TooLarge
         );
-        for bad in [&b"zz\r\n"[..], b"\r\n", b"3\r\nabcX", b"3\nabc", b"0\r\nbad\rx"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"3\r\nabcX",
+            b"3\nabc",
+            b"0\r\nbad\rx",
+        ] {
             let mut d = BodyDecoder::new(Framing::Chunked, 100).unwrap();
             assert_eq!(d.feed(bad), Err(BodyError::Malformed), "{bad:?}");
         }

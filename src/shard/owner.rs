@@ -5,8 +5,8 @@
 //! of the members. Runs only on the owner shard; never waits.
 
 use super::forward::{JoinRequest, KeyCheck, ShardMsg};
-use crate::access::Keys;
 use super::Shard;
+use crate::access::Keys;
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid};
 use crate::pubsub::envelope::{self, Who};
 use crate::pubsub::registry::Member;
@@ -33,7 +33,10 @@ impl Shard {
                         .count_upgrade_refused(crate::metrics::UpgradeRefusal::JoinKey);
                     return self.send(conn.home(self.shards), ShardMsg::JoinRefused { conn });
                 }
-                Some((_, ch)) => (ch.keys.may_send(offered.send_key.as_deref()), Keys::default()),
+                Some((_, ch)) => (
+                    ch.keys.may_send(offered.send_key.as_deref()),
+                    Keys::default(),
+                ),
                 // The creator sets the keys it offered, and may send.
                 None => (true, offered),
             },
@@ -150,7 +153,13 @@ impl Shard {
             }
         };
         drop(registry);
-        self.send(home, ShardMsg::Pushed { request, recipients });
+        self.send(
+            home,
+            ShardMsg::Pushed {
+                request,
+                recipients,
+            },
+        );
     }
 
     /// The next message id, base62 of this owner's counter interleaved by

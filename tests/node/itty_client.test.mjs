@@ -478,3 +478,67 @@ relayTest('ordering: 200 numbered messages arrive in order at two receivers', as
   }
   assert.deepEqual(sender.errorEvents, [], 'no rate-limit warnings')
 }, { timeout: 15_000 })
+
+// ---------------------------------------------------------------------------
+// Keys and limits (PROTOCOL.md sections 6 and 8). The Rust harness starts the
+// relay with the default limits and a namespace `nodens` (joinKey `nk`,
+// sendKey `ns`).
+// ---------------------------------------------------------------------------
+
+/** Waits until `member`'s handshake was refused; returns the error message. */
+async function refused (member) {
+  await member.until(() => member.ws.errors.length > 0 && member.ws.readyState === 3, 'a refused handshake')
+  const message = member.ws.errors[0].message
+  member.ws.errors.length = 0 // expected here, so not a problem at the end of the test
+  return message
+}
+
+relayTest('keys: a wrong ephemeral join key is refused with 403; the client never opens', async (s) => {
+  const url = channelUrl(randomChannel('joinkey'))
+  const owner = await s.join('owner', url, { joinKey: 'right-key' })
+  const intruder = await s.member('intruder', url, { joinKey: 'wrong-key' })
+  assert.match(await refused(intruder), /403/)
+  assert.equal(intruder.opens, 0)
+  assert.deepEqual(intruder.events, [])
+  const friend = await s.join('friend', url, { joinKey: 'right-key' })
+  owner.client.send('hello friend')
+  await friend.message((e) => e.message === 'hello friend')
+})
+
+relayTest("keys: a namespace's join key is required; with it the client joins", async (s) => {
+  const url = channelUrl(`nodens:${randomChannel('ns')}`)
+  const stranger = await s.member('stranger', url)
+  assert.match(await refused(stranger), /403/)
+  const member = await s.join('member', url, { joinKey: 'nk', sendKey: 'ns' })
+  assert.equal(member.ownJoin.total, 1, 'the refused client never joined')
+})
+
+relayTest('keys: without the send key a member listens, and its send gets an error event', async (s) => {
+  const url = channelUrl(randomChannel('sendkey'))
+  const writer = await s.join('writer', url, { sendKey: 'pen' }) // creates the channel and sets its send key
+  const reader = await s.join('reader', url)
+
+  reader.client.send({ n: 1 })
+  const err = await reader.until(() => reader.errorEvents[0], 'an error event')
+  assert.equal(err.type, 'error')
+  assert.equal(err.message, 'a send key is required to send on this channel')
+  assert.deepEqual(reader.messages, [], "error events never reach 'message' listeners")
+
+  writer.client.send('from the writer')
+  await reader.message((e) => e.message === 'from the writer')
+  assert.deepEqual(writer.messages, [], "nothing of the reader's was relayed")
+  assert.equal(reader.ws.readyState, 1, 'the reader stays connected')
+})
+
+relayTest('limits: a burst past the message bucket gets a rate-limit warning event', async (s) => {
+  const url = channelUrl(randomChannel('flood'))
+  const sender = await s.join('sender', url)
+  const receiver = await s.join('receiver', url)
+  // The default bucket holds 100: the 101st is dropped with warning 1 of 3.
+  for (let i = 0; i < 101; i++) sender.client.send({ i })
+  const warning = await sender.until(() => sender.errorEvents[0], 'a warning')
+  assert.equal(warning.message, 'rate limit exceeded (warning 1 of 3)')
+  await receiver.until(() => receiver.messages.length >= 100, '100 messages')
+  assert.ok(receiver.messages.every((e) => e.message.i < 100), 'the 101st was not relayed')
+  assert.equal(sender.ws.readyState, 1, 'a warning does not close the connection')
+})

@@ -3,10 +3,13 @@
 
 mod support;
 
+mod access;
 mod binary;
 mod cross_shard;
 mod endpoints;
 mod faults;
+mod limits;
 mod node_client;
 mod protocol;
+mod push;
 mod scale;

@@ -1,5 +1,6 @@
 //! The stock `itty-sockets` npm client (0.6.1, Node, `ws` as its
-//! WebSocket) against the real server: runs tests/node/itty_client.test.mjs.
+//! WebSocket) against the real server with its default limits: runs
+//! tests/node/itty_client.test.mjs.
 
 use crate::support::*;
 use std::path::Path;
@@ -12,7 +13,15 @@ fn stock_itty_sockets_client_works_unchanged() {
         dir.join("node_modules/itty-sockets").exists(),
         "the npm packages are missing: run `npm ci --prefix tests/node` (.ci/run does)"
     );
-    let relay = relay();
+    // The suite paces itself inside the default limits, which it checks.
+    let relay = relay_with(|c| {
+        let defaults = itty_relay::Config::default();
+        c.upgrades_per_ip_per_sec = defaults.upgrades_per_ip_per_sec;
+        c.upgrades_per_ip_burst = defaults.upgrades_per_ip_burst;
+        c.messages_per_conn_per_sec = defaults.messages_per_conn_per_sec;
+        c.messages_per_conn_burst = defaults.messages_per_conn_burst;
+        c.namespace = vec![namespace("nodens", Some("nk"), Some("ns"))];
+    });
     let output = Command::new("node")
         .arg("--test-reporter=spec")
         .arg(dir.join("itty_client.test.mjs"))

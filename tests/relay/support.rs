@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use itty_relay::access::NamespaceConfig;
 use itty_relay::id::ShardId;
 use itty_relay::router::owner_shard;
 use itty_relay::{Config, Server};
@@ -149,6 +150,42 @@ impl Relay {
         (0..self.shards)
             .map(|s| metric_in(&text, "connections_accepted_total", s))
             .collect()
+    }
+
+    /// Tries a WebSocket upgrade on `path` over a raw socket; returns the
+    /// status, the response head (and body, when refused) and the socket.
+    pub fn upgrade(&self, path: &str) -> (u16, String, Raw) {
+        let mut raw = Raw::connect(self.addr);
+        raw.stream
+            .write_all(Raw::handshake_request(path).as_bytes())
+            .unwrap();
+        let mut head = raw.read_head();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        if status != 101 {
+            let _ = raw.stream.read_to_string(&mut head);
+        }
+        (status, head, raw)
+    }
+
+    /// `POST /push/<channel>` with `x-send-key: key` (when given) and
+    /// `body`; returns status, head and body.
+    pub fn push(&self, channel: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
+        let key = key.map_or(String::new(), |k| format!("x-send-key: {k}\r\n"));
+        self.http(&format!(
+            "POST /push/{channel} HTTP/1.1\r\nHost: t\r\n{key}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// The value of `name{shard="i",label="value"}` summed over shards.
+    pub fn metric_labelled(&self, name: &str, label: &str, value: &str) -> u64 {
+        let text = self.metrics();
+        let needle = format!(",{label}=\"{value}\"}}");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("itty_{name}{{")) && l.contains(&needle))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
     }
 
     pub fn stop(&mut self) {
@@ -405,6 +442,15 @@ impl Raw {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+/// A namespace for `Config::namespace`.
+pub fn namespace(prefix: &str, join_key: Option<&str>, send_key: Option<&str>) -> NamespaceConfig {
+    NamespaceConfig {
+        prefix: prefix.into(),
+        join_key: join_key.map(Into::into),
+        send_key: send_key.map(Into::into),
     }
 }
 
