@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! client A (shard 1) --text frame--> shard 1: decode (ws::codec), check size,
-//!     classify (pubsub::classify), validate JSON (pubsub::json)
+//!     rate (ratelimit) and send key (access), classify (pubsub::classify),
+//!     validate JSON (pubsub::json)
 //!   --route: owner_shard(channel) = 0--> shard 0, the owner (pubsub::registry):
 //!     stamp id + date, build the envelope ONCE as frame bytes (pubsub::envelope)
 //!   --fan out--> shard 0's members: push the same Bytes to each outgoing queue
@@ -17,8 +18,11 @@
 //! ```
 //!
 //! Joins and leaves travel the same way: the home shard (the one that
-//! accepted the connection) asks the owner, the owner updates the member
-//! list and fans the event out. The `101` goes out when the owner answers.
+//! accepted the connection) checks the IP's limits and a namespace's join
+//! key, then asks the owner, which checks ephemeral keys, updates the member
+//! list and fans the event out. The `101` (or a `403`) goes out when the
+//! owner answers. An HTTP push is checked on its home shard and published
+//! through the owner like a client's message.
 //!
 //! ## Words
 //!
@@ -34,12 +38,14 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | every setting: default, unit, why |
+//! | [`access`] | namespaces, join and send keys, constant-time key comparison |
+//! | [`ratelimit`] | token buckets (time passed in), per-IP tables, bans: per shard |
 //! | [`limits`] | fixed limits with their reasons |
 //! | [`error`] | `CloseReason`: one close code and one metrics label each |
 //! | [`server`] | start N shards, wait until ready, stop them |
 //! | [`shard`] | one executor's state, its routing point `Shard::send`, the owner side (`owner`), forward queues and backpressure, listener |
-//! | [`conn`] | a connection: HTTP phase, WebSocket session, bounded outgoing queue, gathered writer |
-//! | [`http`] | request heads (httparse), routes, upgrade checks, responses |
+//! | [`conn`] | a connection: HTTP phase, push, WebSocket session, bounded outgoing queue, gathered writer |
+//! | [`http`] | request heads (httparse), routes, upgrade checks, client IP, push bodies, responses |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
 //! | [`pubsub`] | classify, JSON check, channel registry, envelopes built once |
 //! | [`router`] | `owner_shard(channel)`: local, or forward to the owner |
