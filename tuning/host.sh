@@ -5,7 +5,7 @@
 set -euo pipefail
 
 TUNING_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=tuning/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$TUNING_DIR/lib.sh"
 
 usage() {
@@ -278,7 +278,7 @@ apply() {
     while read -r key _ target; do
         current=$(sysctl_read "$key")
         if [[ "$current" != "$target" ]]; then
-            write_kernel_file "$(sysctl_path "$key")" "$target" "$key"
+            write_kernel_file "$(sysctl_path "$key")" "$target" "$key" "$current"
             changed=1
         fi
     done < <(grep -v '^#' <<< "$content")
@@ -300,7 +300,7 @@ undo() {
         while read -r key _ before; do
             current=$(sysctl_read "$key")
             if [[ -n "$current" && "$current" != "$before" ]]; then
-                write_kernel_file "$(sysctl_path "$key")" "$before" "$key"
+                write_kernel_file "$(sysctl_path "$key")" "$before" "$key" "$current"
             fi
         done < <(sed -n 's/^# before: //p' "$file")
     else

@@ -1,12 +1,19 @@
+# shellcheck shell=bash
 # Shared helpers for the tuning scripts: the common modes (--apply, --check,
 # --undo, --dry-run), the check table, and cpu list <-> mask conversions.
 # Sourced, never run. Changes nothing by itself.
 
-# Where the scripts write. Overridable only so that the scripts can be tried
-# against a scratch directory (see README.md, "Trying it safely").
+# Where the scripts write (used by the scripts that source this file).
+# Overridable only so that the scripts can be tried against a scratch
+# directory (see README.md, "Trying it safely").
+# shellcheck disable=SC2034
 ETC_DIR="${ITTY_ETC:-/etc}"
+# The cpufreq tree governor.sh reads and writes (overridable for the same reason).
+# shellcheck disable=SC2034
+CPU_SYS_DIR="${ITTY_CPU_SYS:-/sys/devices/system/cpu}"
 # Runtime-only settings (IRQ affinity, RPS/XPS, governor) are lost at reboot,
 # so what they replaced is recorded under /run, which is emptied at reboot too.
+# shellcheck disable=SC2034
 STATE_DIR="${ITTY_STATE:-/run/itty-relay-tuning}"
 
 MODE=""      # apply | check | undo
@@ -70,24 +77,27 @@ check_header() {
     printf '  %-36s %-24s %-24s %s\n' knob current recommended status
 }
 
-# Writes VALUE into a kernel file (/proc or /sys), or says what it would do.
-# A refusal (read-only /proc/sys in a container, a managed IRQ, no root) is
-# reported with the kernel's reason and counted; the script goes on.
+# Writes VALUE into a kernel file (/proc or /sys), or says what it would do;
+# CURRENT, if given, is shown next to it. A refusal (read-only /proc/sys in a
+# container, a managed IRQ, no root) is reported with the kernel's reason and
+# counted; the script goes on.
 write_kernel_file() {
-    local path="$1" value="$2" label="$3"
+    local path="$1" value="$2" label="$3" current="${4:-}"
+    local was="" now=""
+    if [[ -n "$current" ]]; then was=" (was $current)"; now=" (now $current)"; fi
     if [[ "$DRY_RUN" == 1 ]]; then
         if [[ -w "$path" ]]; then
-            echo "  would set $label: $value  ($path)"
+            echo "  would set $label: $value$now  [$path]"
         else
-            echo "  would set $label: $value  ($path is not writable here: not root, or read-only in this container)"
+            echo "  would set $label: $value$now  [$path is not writable here: not root, or read-only in this container]"
         fi
         return 0
     fi
     local error
     if error=$( { printf '%s\n' "$value" > "$path"; } 2>&1 ); then
-        echo "  set $label: $value"
+        echo "  set $label: $value$was"
     else
-        echo "  REFUSED $label: $value  ($path: ${error##*: })" >&2
+        echo "  REFUSED $label: $value  [$path: ${error##*: }]" >&2
         CHANGES_REFUSED=$((CHANGES_REFUSED + 1))
     fi
 }
@@ -120,6 +130,13 @@ remove_file() {
     else
         rm -f "$path"
         echo "  removed $path"
+    fi
+}
+
+# Removes the state directory once nothing is recorded in it any more.
+remove_empty_state_dir() {
+    if [[ "$DRY_RUN" == 0 && -d "$STATE_DIR" ]]; then
+        rmdir --ignore-fail-on-non-empty "$STATE_DIR"
     fi
 }
 
@@ -163,20 +180,20 @@ cpulist_expand() {
 
 # "0 1 2 3 8" (ascending) -> "0-3,8".
 cpulist_compress() {
-    local cpu first="" prev="" out=""
+    local cpu first="" prev="" text=""
     for cpu in $1; do
         if [[ -z "$first" ]]; then
             first="$cpu"
         elif ((cpu != prev + 1)); then
-            out+="$(range_text "$first" "$prev"),"
+            text+="$(range_text "$first" "$prev"),"
             first="$cpu"
         fi
         prev="$cpu"
     done
     if [[ -n "$first" ]]; then
-        out+="$(range_text "$first" "$prev")"
+        text+="$(range_text "$first" "$prev")"
     fi
-    echo "$out"
+    echo "$text"
 }
 
 range_text() {
@@ -201,18 +218,18 @@ cpus_to_mask() {
 
 # "00000000,00000003" -> "0 1"; an all-zero mask -> "".
 mask_to_cpus() {
-    local mask="${1//,/}" cpus=() digit value bit nibble=0 i
+    local mask="${1//,/}" found=() digit value bit nibble=0 i
     for ((i = ${#mask} - 1; i >= 0; i--)); do
         digit="${mask:i:1}"
         value=$((16#$digit))
         for bit in 0 1 2 3; do
             if (( (value >> bit) & 1 )); then
-                cpus+=($((nibble * 4 + bit)))
+                found+=($((nibble * 4 + bit)))
             fi
         done
         nibble=$((nibble + 1))
     done
-    echo "${cpus[*]}"
+    echo "${found[*]}"
 }
 
 # The cpus this shell may run on: the relay started from here pins shard i
