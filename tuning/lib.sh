@@ -121,6 +121,21 @@ write_config_file() {
     echo "  wrote $path"
 }
 
+# Runs a command, or prints it in a dry run. A failure is reported and
+# counted; the script goes on.
+run_command() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "  would run: $*"
+        return 0
+    fi
+    if "$@"; then
+        echo "  ran: $*"
+    else
+        echo "  FAILED: $*" >&2
+        CHANGES_REFUSED=$((CHANGES_REFUSED + 1))
+    fi
+}
+
 remove_file() {
     local path="$1"
     if [[ ! -e "$path" ]]; then
