@@ -288,6 +288,9 @@ apply() {
             echo "  skipped $key: absent here (a container's network namespace?); set it on the host"
         fi
     done
+    if [[ "$CHANGES_REFUSED" -gt 0 ]]; then
+        echo "  the file stays: where /proc/sys is writable (the host, at boot) it applies"
+    fi
     echo "limits"
     write_config_file "$LIMITS_FILE" "$(limits_file_content)"
     echo "  (takes effect at the next login; this session keeps its limits)"

@@ -5,7 +5,7 @@
 
 # Where the scripts write (used by the scripts that source this file).
 # Overridable only so that the scripts can be tried against a scratch
-# directory (see README.md, "Trying it safely").
+# directory (see README.md, the end).
 # shellcheck disable=SC2034
 ETC_DIR="${ITTY_ETC:-/etc}"
 # The cpufreq tree governor.sh reads and writes (overridable for the same reason).
@@ -88,8 +88,10 @@ write_kernel_file() {
     if [[ "$DRY_RUN" == 1 ]]; then
         if [[ -w "$path" ]]; then
             echo "  would set $label: $value$now  [$path]"
+        elif [[ "$(id -u)" != 0 ]]; then
+            echo "  would set $label: $value$now  [$path: needs root]"
         else
-            echo "  would set $label: $value$now  [$path is not writable here: not root, or read-only in this container]"
+            echo "  would set $label: $value$now  [$path is read-only here (a container?): --apply would be refused]"
         fi
         return 0
     fi
