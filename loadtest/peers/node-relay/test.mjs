@@ -5,13 +5,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 
 let relay;
 let base;
 
 before(async () => {
-  relay = spawn(process.execPath, ['relay.mjs', '127.0.0.1:0'], { cwd: import.meta.dirname, stdio: ['ignore', 'ignore', 'pipe'] });
+  relay = spawn(process.execPath, ['relay.mjs', '127.0.0.1:0'], { cwd: fileURLToPath(new URL('.', import.meta.url)), stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   for await (const chunk of relay.stderr) {
     err += chunk;
