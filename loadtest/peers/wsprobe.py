@@ -116,6 +116,8 @@ class Conn:
     def close(self):
         self.sock.close()
 
+    __del__ = close
+
 
 def show(label, frames):
     for opcode, fin, payload, header in frames:
