@@ -114,7 +114,8 @@ class Conn:
                 return out
 
     def close(self):
-        self.sock.close()
+        if hasattr(self, "sock"):
+            self.sock.close()
 
     __del__ = close
 
