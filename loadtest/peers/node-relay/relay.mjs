@@ -226,11 +226,14 @@ server.listen(Number(port), host, () => {
   console.error(`node-relay ${VERSION} listening on ${a.address}:${a.port} (pid ${process.pid})`);
 });
 
+// Shutdown: members get 1001, then the process exits 200 ms later (or at
+// once on a second signal), whatever is still queued.
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
+    if (!server.listening) process.exit(0);
     clearInterval(heartbeat);
     server.close();
     for (const members of channels.values()) for (const m of members) m.close(1001, 'server shutting down');
-    setTimeout(() => process.exit(0), 200).unref();
+    setTimeout(() => process.exit(0), 200);
   });
 }
