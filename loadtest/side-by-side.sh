@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# Side-by-side runs (issue 4): our relay against nchan, nats-server and a Node
+# relay on ws, each pinned to cpu 0 with one worker, the generator on cpu 1.
+# For every scenario and peer it sweeps the publish rate up to the highest
+# sustainable one and records, there: deliveries/s, p50/p99, loss and the
+# server's cpu seconds per million deliveries; then one table with each
+# peer's figures as a ratio to ours, plus a 2-shard run of ours on both cpus
+# (the generator sharing them). The report goes to
+# loadtest/runs/<date>-side-by-side.md with the command, the machine and its
+# load.
+#
+#   loadtest/side-by-side.sh [options]
+#     --peers "itty nchan nats node"   which peers, in this order (itty = ours, the reference)
+#     --scenarios "fanout-100 fanout-1000 fanout-5000 rooms"
+#     --no-shards2                     skip the 2-shard run of ours
+#     --no-install / --no-build        skip peers/install.sh / cargo build
+#     --dry-run                        print what would run, start nothing
+#     --out FILE                       report path (default loadtest/runs/<date>-side-by-side.md)
+#
+# The generator's flags used here (--proto, --sweep, the rooms scenario) are
+# the planned ones: the script checks for each before running and stops with
+# a list of what is missing. Names of flags and of JSON fields are set just
+# below; override any of them from the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+# ---- configuration (environment overrides) ----------------------------------
+GEN=${GEN:-$repo/target/release/itty-loadtest}
+export ITTY_RELAY=${ITTY_RELAY:-$repo/target/release/itty-relay}
+SERVER_CPU=${SERVER_CPU:-0}            # the server under test, one worker
+GEN_CPUS=${GEN_CPUS:-1}                # the generator
+BOTH_CPUS=${BOTH_CPUS:-0,1}            # the 2-shard run: server and generator share these
+PORT_BASE=${PORT_BASE:-18600}
+RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-1200}   # bound on one generator run (a whole sweep)
+PAUSE_S=${PAUSE_S:-2}                  # between runs, to let sockets drain
+
+# Arguments common to every generator run, and per scenario.
+COMMON_ARGS=${COMMON_ARGS:---payload-bytes 64 --duration 10 --json}
+SWEEP_ARGS=${SWEEP_ARGS:---sweep}
+FANOUT_ARGS=${FANOUT_ARGS:---publishers 1}
+ROOMS_ARGS=${ROOMS_ARGS:---rooms 100 --room-members 10}
+SHARDS2_SCENARIO=${SHARDS2_SCENARIO:-fanout-1000}
+# Our relay: one shard, and (when the binary has them) the per-IP and
+# per-connection limits raised out of the way, as the peers have none.
+ITTY_ARGS=${ITTY_ARGS:---shards 1}
+ITTY_UNLIMITED_ARGS=${ITTY_UNLIMITED_ARGS:---upgrades-per-ip-per-sec 1000000000 --upgrades-per-ip-burst 1000000000 --messages-per-conn-per-sec 1000000000 --messages-per-conn-burst 1000000000}
+
+# Flags the generator must have (checked in `SCENARIO --help`).
+REQUIRED_FANOUT_FLAGS=${REQUIRED_FANOUT_FLAGS:---url --proto --members --publishers --payload-bytes --duration --cpus --relay-pid --sweep --json}
+REQUIRED_ROOMS_FLAGS=${REQUIRED_ROOMS_FLAGS:---url --proto --rooms --room-members --cpus --relay-pid --sweep --json}
+REQUIRED_PROTOS=${REQUIRED_PROTOS:-itty nchan nats}
+
+# Where the figures are in the generator's --json output. J_RESULT is a
+# Python expression over `d` (the parsed JSON) that yields the run at the
+# highest sustainable rate; the rest are field names inside it.
+J_RESULT=${J_RESULT:-"d.get('best', d)"}
+J_RATE=${J_RATE:-rate_msgs_per_s}
+J_DELIVERIES=${J_DELIVERIES:-deliveries_per_s}
+J_P50=${J_P50:-latency_ms_p50}
+J_P99=${J_P99:-latency_ms_p99}
+J_LOST=${J_LOST:-lost}
+J_EXPECTED=${J_EXPECTED:-expected}
+J_SERVER_CPU=${J_SERVER_CPU:-relay_cpu_s_per_million_deliveries}
+J_SATURATED=${J_SATURATED:-generator_saturated}
+export J_RESULT J_RATE J_DELIVERIES J_P50 J_P99 J_LOST J_EXPECTED J_SERVER_CPU J_SATURATED
+
+# ---- options ----------------------------------------------------------------
+peers="itty nchan nats node"
+scenarios="fanout-100 fanout-1000 fanout-5000 rooms"
+shards2=1 install=1 build=1 dry=0
+out=""
+argv=("$0" "$@")
+while (($#)); do
+  case $1 in
+    --peers) peers=$2; shift ;;
+    --scenarios) scenarios=$2; shift ;;
+    --no-shards2) shards2=0 ;;
+    --no-install) install=0 ;;
+    --no-build) build=0 ;;
+    --dry-run) dry=1 ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "side-by-side.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ " $peers " == *" itty "* ]] || echo "side-by-side.sh: no 'itty' in --peers: no ratios" >&2
+
+proto_of() { case $1 in itty|node) echo itty ;; *) echo "$1" ;; esac; }
+say() { echo "side-by-side: $*" >&2; }
+
+# ---- install, build, check the generator -------------------------------------
+if ((install && !dry)); then loadtest/peers/install.sh >&2; fi
+if ((build && !dry)); then cargo build --release -q -p itty-relay -p itty-loadtest; fi
+
+missing=()
+check_flags() { # SCENARIO FLAGS...
+  local scenario=$1 help; shift
+  if ! help=$("$GEN" "$scenario" --help 2>&1); then
+    missing+=("scenario '$scenario'")
+    return
+  fi
+  for flag in "$@"; do
+    grep -q -- "$flag\b" <<<"$help" || missing+=("$scenario $flag")
+  done
+  # clap lists the values of an enum flag: check --proto's, when it lists them.
+  local values
+  values=$(grep -A3 -- "--proto" <<<"$help" | grep -i "possible values" || true)
+  if [[ -n $values ]]; then
+    for p in $REQUIRED_PROTOS; do grep -q "\b$p\b" <<<"$values" || missing+=("$scenario --proto $p"); done
+  fi
+}
+if [[ ! -x $GEN ]]; then
+  missing+=("the generator binary $GEN")
+else
+  [[ $scenarios == *fanout* ]] && check_flags fanout $REQUIRED_FANOUT_FLAGS
+  [[ $scenarios == *rooms* ]] && check_flags rooms $REQUIRED_ROOMS_FLAGS
+fi
+if ((${#missing[@]})); then
+  say "the generator lacks what this script needs:"
+  printf '  - %s\n' "${missing[@]}" >&2
+  if ((!dry)); then
+    say "stopping (the flags are the planned ones of issue 4; adjust the names at the top of $0 if they differ)"
+    exit 3
+  fi
+fi
+
+itty_args=$ITTY_ARGS
+if [[ -x $ITTY_RELAY ]] && "$ITTY_RELAY" --help 2>/dev/null | grep -q -- "--upgrades-per-ip-per-sec"; then
+  itty_args="$itty_args $ITTY_UNLIMITED_ARGS"
+fi
+
+# ---- runs ---------------------------------------------------------------------
+if ((dry)); then work='$WORK'; else work=$(mktemp -d "${TMPDIR:-/tmp}/side-by-side.XXXXXX"); fi
+started=()
+cleanup() {
+  for s in "${started[@]}"; do loadtest/peers/stop.sh ${s%:*} ${s#*:} 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scenario_args() { # SCENARIO -> the generator's subcommand and arguments
+  case $1 in
+    fanout-*) echo "fanout --members ${1#fanout-} $FANOUT_ARGS" ;;
+    rooms) echo "rooms $ROOMS_ARGS" ;;
+    *) say "unknown scenario $1"; exit 2 ;;
+  esac
+}
+
+port=$PORT_BASE
+run() { # LABEL PEER SERVER_CPUS GEN_CPUS SCENARIO [SERVER ARGS...]
+  local label=$1 peer=$2 server_cpus=$3 gen_cpus=$4 scenario=$5; shift 5
+  local proto; proto=$(proto_of "$peer")
+  port=$((port + 1))
+  local url="ws://127.0.0.1:$port"
+  # shellcheck disable=SC2046
+  local cmd=("$GEN" $(scenario_args "$scenario") --url "$url" --proto "$proto" --cpus "$gen_cpus" $COMMON_ARGS $SWEEP_ARGS)
+  if ((dry)); then
+    echo "loadtest/peers/start.sh $peer $port $server_cpus $*"
+    echo "${cmd[*]} --relay-pid \$PID > $work/$label.json"
+    echo "loadtest/peers/stop.sh $peer $port"
+    return
+  fi
+  local pid
+  pid=$(loadtest/peers/start.sh "$peer" "$port" "$server_cpus" "$@")
+  started+=("$peer:$port")
+  say "$label: $peer (pid $pid, cpus $server_cpus) <- ${cmd[*]} --relay-pid $pid"
+  echo "${cmd[*]} --relay-pid $pid" > "$work/$label.cmd"
+  local rc=0
+  timeout "$RUN_TIMEOUT_S" "${cmd[@]}" --relay-pid "$pid" > "$work/$label.json" 2> "$work/$label.log" || rc=$?
+  echo "$rc" > "$work/$label.rc"
+  ((rc == 0)) || say "$label: the generator exited $rc; last lines:$(echo; tail -3 "$work/$label.log")"
+  loadtest/peers/stop.sh "$peer" "$port"
+  unset 'started[-1]'
+  sleep "$PAUSE_S"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started_at=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+for scenario in $scenarios; do
+  for peer in $peers; do
+    # shellcheck disable=SC2086
+    case $peer in
+      itty) run "$scenario.$peer" "$peer" "$SERVER_CPU" "$GEN_CPUS" "$scenario" $itty_args ;;
+      *) run "$scenario.$peer" "$peer" "$SERVER_CPU" "$GEN_CPUS" "$scenario" ;;
+    esac
+  done
+done
+if ((shards2)); then
+  # shellcheck disable=SC2086
+  run "$SHARDS2_SCENARIO.itty-2-shards" itty "$BOTH_CPUS" "$BOTH_CPUS" "$SHARDS2_SCENARIO" \
+    ${itty_args/--shards 1/--shards 2}
+fi
+((dry)) && exit 0
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- report -------------------------------------------------------------------
+if [[ -z $out ]]; then
+  out=loadtest/runs/$(date -u +%F)-side-by-side.md
+  [[ -e $out ]] && out=loadtest/runs/$(date -u +%F-%H%M)-side-by-side.md
+fi
+mkdir -p "$(dirname "$out")"
+{
+  echo "# Side by side: ours, nchan, NATS, Node ws ($started_at)"
+  echo
+  echo "Command (from \`$repo\`, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ', with local changes')):"
+  echo
+  echo '```sh'
+  echo "${argv[*]}"
+  echo '```'
+  echo
+  echo "Machine: \`$(uname -a)\`, nproc $(nproc)."
+  echo "Load average (1/5/15 min) before: $load_before; after: $load_after."
+  echo "Uptime at the end: \`$(uptime)\`."
+  echo
+  echo "Server pinned to cpu $SERVER_CPU (one worker, one shard), generator to cpu $GEN_CPUS;"
+  echo "generator arguments: \`$COMMON_ARGS $SWEEP_ARGS\`, fan-out \`$FANOUT_ARGS\`, rooms \`$ROOMS_ARGS\`;"
+  echo "ours started with \`$itty_args\`."
+  echo
+  echo "Versions:"
+  echo
+  echo '```'
+  loadtest/peers/install.sh 2>/dev/null | sed 's/^/  /' || true
+  echo '```'
+  echo
+  python3 - "$work" "$peers" "$scenarios" "$((shards2))" "$SHARDS2_SCENARIO" <<'PY'
+import json, os, sys
+
+work, peers, scenarios, shards2, shards2_scenario = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4] == "1", sys.argv[5]
+E = os.environ
+
+def load(label):
+    """The chosen run's figures, or an error string."""
+    rc_path = os.path.join(work, label + ".rc")
+    rc = open(rc_path).read().strip() if os.path.exists(rc_path) else "?"
+    try:
+        d = json.load(open(os.path.join(work, label + ".json")))
+        r = eval(E["J_RESULT"], {}, {"d": d})
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        log = os.path.join(work, label + ".log")
+        last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
+        return f"failed (exit {rc}{': ' + last[0][:80] if last else ''})"
+    def get(key):
+        v = r.get(E[key])
+        return v
+    lost, expected = get("J_LOST"), get("J_EXPECTED")
+    return {
+        "rate": get("J_RATE"), "deliveries": get("J_DELIVERIES"), "p50": get("J_P50"), "p99": get("J_P99"),
+        "loss": (lost / expected * 100) if isinstance(lost, (int, float)) and expected else None,
+        "cpu": get("J_SERVER_CPU"), "saturated": get("J_SATURATED"),
+    }
+
+def num(v, fmt):
+    return format(v, fmt) if isinstance(v, (int, float)) else "?"
+
+def ratio(v, ref):
+    if isinstance(v, (int, float)) and isinstance(ref, (int, float)) and ref:
+        return f"{v / ref:.2f}x"
+    return "-"
+
+print("## Highest sustainable rate, per scenario and peer\n")
+print("Ratios are the peer's figure over ours: below 1x in deliveries/s is slower, above 1x in cpu-s is costlier.\n")
+print("| scenario | peer | rate msg/s | deliveries/s | vs ours | p50 ms | p99 ms | loss % | server cpu-s per M deliveries | vs ours | generator saturated |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for s in scenarios:
+    ours = load(f"{s}.itty")
+    ours = ours if isinstance(ours, dict) else {}
+    for p in peers:
+        r = load(f"{s}.{p}")
+        name = "ours (1 shard)" if p == "itty" else {"nchan": "nchan", "nats": "nats-server", "node": "Node ws"}.get(p, p)
+        if not isinstance(r, dict):
+            print(f"| {s} | {name} | {r} | | | | | | | | |")
+            continue
+        print(f"| {s} | {name} | {num(r['rate'], ',.0f')} | {num(r['deliveries'], ',.0f')} | {ratio(r['deliveries'], ours.get('deliveries'))} | "
+              f"{num(r['p50'], '.1f')} | {num(r['p99'], '.1f')} | {num(r['loss'], '.3f')} | {num(r['cpu'], '.2f')} | "
+              f"{ratio(r['cpu'], ours.get('cpu'))} | {'yes' if r['saturated'] else 'no'} |")
+if shards2:
+    print(f"\n## Ours on 2 shards (cpus 0,1, generator sharing them), {shards2_scenario}\n")
+    r = load(f"{shards2_scenario}.itty-2-shards")
+    one = load(f"{shards2_scenario}.itty")
+    one = one if isinstance(one, dict) else {}
+    print("| run | rate msg/s | deliveries/s | p99 ms | server cpu-s per M deliveries | vs 1 shard |")
+    print("|---|---|---|---|---|---|")
+    if isinstance(r, dict):
+        print(f"| 2 shards | {num(r['rate'], ',.0f')} | {num(r['deliveries'], ',.0f')} | {num(r['p99'], '.1f')} | {num(r['cpu'], '.2f')} | {ratio(r['cpu'], one.get('cpu'))} |")
+    else:
+        print(f"| 2 shards | {r} | | | | |")
+PY
+  echo
+  echo "Raw output (JSON, stderr, the exact command of each run): \`$work\`."
+} > "$out"
+cat "$out"
+say "report written to $out"
