@@ -237,3 +237,35 @@ fn metrics_can_be_turned_off_or_moved_to_their_own_listener() {
     );
     assert_eq!(get("/push/x").0, 404);
 }
+
+#[test]
+fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client_address() {
+    let relay = relay_with(|c| {
+        c.upgrades_per_ip_per_sec = 1;
+        c.upgrades_per_ip_burst = 1;
+        c.trusted_proxies = "127.0.0.1".parse().unwrap();
+    });
+    let upgrade_as = |client: &str| {
+        let mut raw = Raw::connect(relay.addr);
+        let request = Raw::handshake_request(&format!("/c/{}", unique("proxied"))).replace(
+            "Host: t\r\n",
+            &format!("Host: t\r\nX-Forwarded-For: {client}, 127.0.0.1\r\n"),
+        );
+        use std::io::Write;
+        raw.stream.write_all(request.as_bytes()).unwrap();
+        let head = raw.read_head();
+        (head.split(' ').nth(1).unwrap().parse::<u16>().unwrap(), raw)
+    };
+    // Ten clients behind the proxy: each has its own bucket.
+    let distinct: Vec<_> = (1..=10)
+        .map(|i| upgrade_as(&format!("203.0.113.{i}")))
+        .collect();
+    assert!(distinct.iter().all(|(s, _)| *s == 101));
+    // One client ten times: one per shard passes, plus what refills.
+    let started = Instant::now();
+    let same: Vec<u16> = (0..10).map(|_| upgrade_as("198.51.100.7").0).collect();
+    let passed = same.iter().filter(|&&s| s == 101).count();
+    let refill = started.elapsed().as_secs() as usize + 1;
+    assert!(passed <= relay.shards * (1 + refill), "{same:?}");
+    assert!(same.contains(&429), "{same:?}");
+}
