@@ -5,6 +5,7 @@
 use super::exec::{Reader, Writer};
 use super::state::*;
 use crate::sys;
+use crate::proto::Incoming;
 use crate::ws;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::timer::sleep;
@@ -26,7 +27,7 @@ pub struct Slot {
     pub fd: RawFd,
     pub rx: Receiver,
     /// Keeps the socket open (glommio owns the fd).
-    pub _halves: (Reader, Writer),
+    pub _halves: (Reader, Option<Writer>),
 }
 
 impl EpollSet {
@@ -42,7 +43,7 @@ impl EpollSet {
         })
     }
 
-    pub fn add(&mut self, rx: Receiver, reader: Reader, writer: Writer) {
+    pub fn add(&mut self, rx: Receiver, reader: Reader, writer: Option<Writer>) {
         let fd = rx.fd;
         let idx = self.slots.len();
         let mut ev = libc::epoll_event {
@@ -181,7 +182,9 @@ pub struct Receiver {
     /// Bytes of an oversized frame still to skip.
     pub skip: usize,
     pub joined: bool,
-    /// Next sequence number expected from each publisher.
+    /// The first publisher id of the connection's channel.
+    pub pub_base: u64,
+    /// Next sequence number expected from each publisher of the channel.
     pub next_seq: Vec<u64>,
     /// Pongs to send (answers to pings).
     pub pong: Vec<u8>,
@@ -189,19 +192,20 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(local: Rc<Local>, role: Role, fd: RawFd) -> Receiver {
-        let publishers = local.shared.publishers;
+    pub fn new(local: Rc<Local>, role: Role, fd: RawFd, channel: &Channel) -> Receiver {
+        let buf_bytes = local.shared.buf_bytes;
         Receiver {
             local,
             role,
             fd,
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            buf: vec![0u8; buf_bytes].into_boxed_slice(),
             start: 0,
             filled: 0,
             skip: 0,
             joined: false,
+            pub_base: channel.pub_base as u64,
             next_seq: if role == Role::Member {
-                vec![0; publishers]
+                vec![0; channel.pub_count as usize]
             } else {
                 Vec::new()
             },
@@ -283,7 +287,9 @@ impl Receiver {
             t0 + shared.warmup_ns
         };
         let payload_len = shared.payload_bytes;
+        let wire = shared.wire;
         let mut delivered = 0u64;
+        let buf_len = self.buf.len();
         let mut st = self.local.stats.borrow_mut();
         loop {
             let avail = &mut self.buf[self.start..self.filled];
@@ -292,7 +298,7 @@ impl Receiver {
             };
             let total = h.header_len + h.payload_len;
             let partial = total > avail.len();
-            if partial && total <= READ_BUF {
+            if partial && total <= buf_len {
                 break; // the rest comes with the next read
             }
             let end = total.min(avail.len());
@@ -305,14 +311,9 @@ impl Receiver {
             let payload = &*payload;
             match h.opcode {
                 ws::OP_TEXT => {
-                    if payload.starts_with(ws::EVENT_PREFIX) {
+                    if let Incoming::Event { own_join } = wire.classify(payload) {
                         st.events += 1;
-                        if !self.joined
-                            && payload.starts_with(b"{\"type\":\"join\"")
-                            && contains(payload, b"\"self\":true")
-                        {
-                            self.joined = true;
-                        }
+                        self.joined |= own_join;
                     } else if self.role == Role::Publisher {
                         st.publisher_frames += 1;
                     } else {
@@ -320,16 +321,19 @@ impl Receiver {
                         let stamp = if partial {
                             None
                         } else {
-                            ws::find_stamp(payload, payload_len)
+                            wire.find_stamp(payload, payload_len)
                         };
+                        let base = self.pub_base;
                         match stamp {
-                            Some((p, seq, at)) if (p as usize) < self.next_seq.len() => {
+                            Some((p, seq, at))
+                                if p >= base && ((p - base) as usize) < self.next_seq.len() =>
+                            {
                                 let us = now.saturating_sub(at) / 1000;
                                 st.tick.saturating_record(us);
                                 if at >= measured_from {
                                     st.latency.saturating_record(us);
                                 }
-                                let next = &mut self.next_seq[p as usize];
+                                let next = &mut self.next_seq[(p - base) as usize];
                                 if seq == *next {
                                     *next += 1;
                                 } else if seq > *next {
@@ -402,8 +406,4 @@ impl Receiver {
         };
         self.record_disconnect(&why);
     }
-}
-
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
