@@ -19,10 +19,11 @@
 //!   `sys.rs` (clocks, cpu, memory, /proc), `report.rs`, `sweep.rs`,
 //!   `plot.rs`.
 
-mod pubsub;
+mod idle;
 mod net;
 mod plot;
 mod proto;
+mod pubsub;
 mod report;
 mod sweep;
 mod sys;
@@ -56,6 +57,9 @@ enum Scenario {
     /// HTTP push requests per second (keep-alive, optionally pipelined) and
     /// their fan-out to the channel's members.
     Push(scenarios::PushArgs),
+    /// Open C connections joined to many channels and hold them: the
+    /// relay's memory per connection.
+    Idle(idle::IdleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Rooms(a) => scenarios::rooms(a),
         Scenario::Spread(a) => scenarios::spread(a),
         Scenario::Push(a) => scenarios::push(a),
+        Scenario::Idle(a) => idle::run(a),
     }
 }

@@ -116,6 +116,7 @@ pub fn svg(chart: &Chart) -> String {
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|y| y.is_finite())
             .fold(0.0f64, f64::max);
         let step = tick_step(y_max_data);
         let y_max = ((y_max_data / step).ceil() * step).max(step);
@@ -172,17 +173,19 @@ pub fn svg(chart: &Chart) -> String {
         }
         // Series and legend.
         for (k, s) in panel.series.iter().enumerate() {
-            let pts: Vec<String> = s
-                .points
-                .iter()
-                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.8\" points=\"{}\"/>",
-                s.color,
-                pts.join(" ")
-            );
+            // A NaN value breaks the line (between sweep steps).
+            for segment in s.points.split(|p| p.1.is_nan()).filter(|g| !g.is_empty()) {
+                let pts: Vec<String> = segment
+                    .iter()
+                    .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.8\" points=\"{}\"/>",
+                    s.color,
+                    pts.join(" ")
+                );
+            }
             let lx = LEFT + 10.0 + k as f64 * 150.0;
             let _ = writeln!(
                 out,
@@ -241,7 +244,7 @@ mod tests {
                 series: vec![Series {
                     name: "a".into(),
                     color: COLORS[0],
-                    points: vec![(1.0, 5.0), (2.0, 7.0)],
+                    points: vec![(1.0, 5.0), (2.0, 7.0), (2.5, f64::NAN), (3.0, 1.0), (4.0, 2.0)],
                 }],
             }],
             markers: vec![(1.5, "step 2".into())],
@@ -249,7 +252,7 @@ mod tests {
         let s = svg(&chart);
         assert!(s.starts_with("<svg"));
         assert!(s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 1);
+        assert_eq!(s.matches("<polyline").count(), 2, "a NaN breaks the line");
         assert!(s.contains("step 2"));
         assert!(s.contains("t &lt;1&gt;"));
     }

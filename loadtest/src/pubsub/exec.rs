@@ -47,9 +47,23 @@ pub async fn executor(
             },
         },
     });
-    if local.epoll.is_some() {
-        spawn_local(epoll_pump(local.clone())).detach();
+    let pump = local
+        .epoll
+        .is_some()
+        .then(|| spawn_local(epoll_pump(local.clone())));
+    let stats = run_executor(&local, n_exec, ticks).await;
+    // The pump may be blocked in glommio's helper thread (at most 20 ms):
+    // the executor must outlive that call, or the helper thread panics.
+    local.shared.stop.store(true, Relaxed);
+    if let Some(pump) = pump {
+        pump.await;
     }
+    stats
+}
+
+async fn run_executor(local: &Rc<Local>, n_exec: usize, ticks: mpsc::Sender<Tick>) -> ExecStats {
+    let shared = local.shared.clone();
+    let exec = local.exec;
     let plan = &shared.plan;
     let mine: Vec<usize> = (exec..plan.conns.len()).step_by(n_exec).collect();
     let (receivers, others): (Vec<usize>, Vec<usize>) =
@@ -59,7 +73,7 @@ pub async fn executor(
     }
     // Publisher-only connections join after the receivers, so that their
     // join events are the last ones the receivers see before the messages.
-    if !wait_settled(&local, receivers.len()).await {
+    if !wait_settled(local, receivers.len()).await {
         return local.stats.replace(ExecStats::new());
     }
     for &i in &others {
@@ -72,7 +86,7 @@ pub async fn executor(
             pushers += 1;
         }
     }
-    if !wait_settled(&local, mine.len() + pushers).await {
+    if !wait_settled(local, mine.len() + pushers).await {
         return local.stats.replace(ExecStats::new());
     }
     shared.setup_done.fetch_add(1, Relaxed);

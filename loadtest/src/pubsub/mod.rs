@@ -401,11 +401,6 @@ impl Running {
             external_source: shared.plan.external_source,
         }
     }
-
-    /// The connections joined and still open now.
-    pub fn members_joined(&self) -> usize {
-        self.setup.members_joined
-    }
 }
 
 /// The relay's Prometheus text, when the protocol has an endpoint for it.

@@ -92,7 +92,7 @@ impl EpollSet {
                 Ok(None) => None,
                 Ok(Some(0)) => Some("eof".to_owned()),
                 Ok(Some(_)) => {
-                    reads += 1;
+                    reads += (slot.rx.role == Role::Member) as u64;
                     slot.rx.process();
                     if !slot.rx.pong.is_empty() {
                         // Rare (a ping after 30 s of client silence): one

@@ -496,7 +496,10 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
 pub fn pubsub_chart(title: String, runs: &[(f64, String, Vec<Second>)]) -> Chart {
     let pts = |f: &dyn Fn(&Second) -> f64| -> Vec<(f64, f64)> {
         runs.iter()
-            .flat_map(|(off, _, secs)| secs.iter().map(move |s| (off + s.sec as f64, f(s))))
+            .flat_map(|(off, _, secs)| {
+                let line = secs.iter().map(move |s| (off + s.sec as f64, f(s)));
+                line.chain(std::iter::once((*off, f64::NAN)))
+            })
             .collect()
     };
     let series = |name: &str, color, f: &dyn Fn(&Second) -> f64| Series {
@@ -518,6 +521,15 @@ pub fn pubsub_chart(title: String, runs: &[(f64, String, Vec<Second>)]) -> Chart
                     series("p50", COLORS[2], &|s| s.p50_ms),
                     series("p99", COLORS[0], &|s| s.p99_ms),
                     series("max", COLORS[1], &|s| s.max_ms),
+                ],
+            },
+            Panel {
+                y_label: "cpu busy % (generator avg, relay)".into(),
+                series: vec![
+                    series("generator", COLORS[3], &|s| s.gen_util * 100.0),
+                    series("relay", COLORS[1], &|s| {
+                        s.relay_util.map_or(f64::NAN, |u| u * 100.0)
+                    }),
                 ],
             },
         ],
