@@ -19,6 +19,7 @@
 //!   `sys.rs` (clocks, cpu, memory, /proc), `report.rs`, `sweep.rs`,
 //!   `plot.rs`.
 
+mod connect;
 mod idle;
 mod net;
 mod plot;
@@ -60,6 +61,9 @@ enum Scenario {
     /// Open C connections joined to many channels and hold them: the
     /// relay's memory per connection.
     Idle(idle::IdleArgs),
+    /// Connections opened and joined per second (open or closed loop):
+    /// rate, handshake and join latency, failures by reason.
+    Connect(connect::ConnectArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Spread(a) => scenarios::spread(a),
         Scenario::Push(a) => scenarios::push(a),
         Scenario::Idle(a) => idle::run(a),
+        Scenario::Connect(a) => connect::run(a),
     }
 }

@@ -36,6 +36,7 @@ use crate::proto::{Proto, Wire};
 use crate::sys;
 use crate::ws::Target;
 use glommio::{LocalExecutorBuilder, Placement};
+pub use exec::timed as exec_timed;
 pub use state::{ConnSpec, Plan, PushSpec};
 use state::{ExecStats, Padded, Shared, Tick, IO_MEMORY, NS};
 use std::collections::BTreeMap;
