@@ -19,6 +19,7 @@
 //!   `sys.rs` (clocks, cpu, memory, /proc), `report.rs`, `sweep.rs`,
 //!   `plot.rs`.
 
+mod ceiling;
 mod connect;
 mod idle;
 mod net;
@@ -64,6 +65,9 @@ enum Scenario {
     /// Connections opened and joined per second (open or closed loop):
     /// rate, handshake and join latency, failures by reason.
     Connect(connect::ConnectArgs),
+    /// The generator's own ceiling: an in-process trivial server blasts
+    /// pre-built frames from another cpu; what the generator receives.
+    Ceiling(ceiling::CeilingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,5 +79,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Push(a) => scenarios::push(a),
         Scenario::Idle(a) => idle::run(a),
         Scenario::Connect(a) => connect::run(a),
+        Scenario::Ceiling(a) => ceiling::run(a),
     }
 }

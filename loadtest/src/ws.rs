@@ -173,6 +173,22 @@ pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     mask_in_place(&mut out[start..]);
 }
 
+/// Appends one unmasked server frame (FIN set): for the `ceiling` server.
+pub fn server_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
 /// XORs `data` with the fixed mask, starting at mask offset 0.
 pub fn mask_in_place(data: &mut [u8]) {
     let word = u32::from_ne_bytes(MASK);

@@ -131,6 +131,9 @@ impl Drop for EpollSet {
 /// How long the pump sleeps when its epoll set has nothing ready: the
 /// receive side's added latency, at most, while traffic flows.
 pub const EPOLL_IDLE: Duration = Duration::from_micros(50);
+/// The pause after a round that read data: long enough that the timer is
+/// not already due when first polled, so the pump really yields.
+pub const EPOLL_ROUND_YIELD: Duration = Duration::from_micros(5);
 /// Empty polls in a row after which the pump blocks instead (in glommio's
 /// helper thread, pinned to the same cpu), so an idle generator sleeps.
 pub const EPOLL_SPINS: u32 = 8;
@@ -165,8 +168,10 @@ pub async fn epoll_pump(local: Rc<Local>) {
         let reads = set.borrow_mut().read_ready(&events[..n as usize]);
         local.stats.borrow_mut().reads += reads;
         // Through the reactor once per round, so timers (publishers, ticks)
-        // and other I/O keep their turn.
-        sleep(Duration::ZERO).await;
+        // and other I/O keep their turn. (A zero sleep would not do: glommio
+        // completes an expired timer without yielding, and under constant
+        // traffic the pump then starves every other task of the executor.)
+        sleep(EPOLL_ROUND_YIELD).await;
     }
 }
 
@@ -194,6 +199,11 @@ pub struct Receiver {
 impl Receiver {
     pub fn new(local: Rc<Local>, role: Role, fd: RawFd, channel: &Channel) -> Receiver {
         let buf_bytes = local.shared.buf_bytes;
+        let first_seq = if local.shared.plan.external_source {
+            EXTERNAL_SEQ_BASE
+        } else {
+            0
+        };
         Receiver {
             local,
             role,
@@ -205,7 +215,7 @@ impl Receiver {
             joined: false,
             pub_base: channel.pub_base as u64,
             next_seq: if role == Role::Member {
-                vec![0; channel.pub_count as usize]
+                vec![first_seq; channel.pub_count as usize]
             } else {
                 Vec::new()
             },

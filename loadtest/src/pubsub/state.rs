@@ -26,6 +26,9 @@ pub const LATENCY_MAX_US: u64 = 60_000_000;
 /// Above this average busy share of its cores, the generator is the limit.
 pub const SATURATED: f64 = 0.90;
 pub const NS: u64 = 1_000_000_000;
+/// The first sequence number of an external source (`ceiling`): fixed-width
+/// (12 digits) so that its frames are patched in place, not formatted.
+pub const EXTERNAL_SEQ_BASE: u64 = 100_000_000_000;
 
 /// One channel of the plan.
 pub struct Channel {
