@@ -132,7 +132,8 @@ pub fn run(a: CeilingArgs) -> anyhow::Result<()> {
     r.add("server_cpu", server_cpu);
     let mut s = summary::summarize(r, &cfg, &outcome);
     let busy = server_cpu_s.map(|c| c / (cfg.duration as f64 + 0.1));
-    s.report.add("server_frames_written", control.frames.load(Relaxed));
+    s.report
+        .add("server_frames_written", control.frames.load(Relaxed));
     s.report.add_with_text(
         "server_util",
         opt(busy.map(round3)),

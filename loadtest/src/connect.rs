@@ -6,11 +6,11 @@
 //! event a connection is closed (or kept with `--hold-open`).
 
 use crate::net;
+use crate::plot::{self, Chart, Panel, Series, COLORS};
+use crate::proto::Incoming;
 use crate::pubsub::state::{histogram, LATENCY_MAX_US, NS};
 use crate::pubsub::summary::{add_common_params, opt};
 use crate::pubsub::{join_all, Common, Config};
-use crate::plot::{self, Chart, Panel, Series, COLORS};
-use crate::proto::Incoming;
 use crate::report::{round3, Report};
 use crate::sys;
 use crate::ws::{self, SetupError};
@@ -140,7 +140,10 @@ pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
     let load_before = sys::loadavg();
     let prefix = crate::pubsub::fresh_channel_prefix("connect");
     let requests = (0..a.channels)
-        .map(|c| cfg.wire.upgrade_request(&cfg.target, &format!("{prefix}-c{c}")))
+        .map(|c| {
+            cfg.wire
+                .upgrade_request(&cfg.target, &format!("{prefix}-c{c}"))
+        })
         .collect();
     let t0 = sys::now_ns() + 200_000_000;
     let shared = Arc::new(Shared {
@@ -229,12 +232,21 @@ pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
             format!("{failed} ({})", parts.join("; "))
         },
     );
-    r.add("joined_per_s", round3(total.joined as f64 / a.duration as f64));
+    r.add(
+        "joined_per_s",
+        round3(total.joined as f64 / a.duration as f64),
+    );
     let q = |h: &Histogram<u64>, q: f64| {
         opt((!h.is_empty()).then(|| round3(h.value_at_quantile(q) as f64 / 1000.0)))
     };
     for (name, h) in [("handshake", &total.handshake), ("join", &total.join)] {
-        for (label, qq) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {
+        for (label, qq) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p999", 0.999),
+            ("max", 1.0),
+        ] {
             r.add(&format!("{name}_ms_{label}"), q(h, qq));
         }
     }
@@ -330,7 +342,11 @@ fn follow(
         }
         let relay_now = relay_cpu();
         if let Some((pa, pj, pf, pc)) = &prev {
-            let util: f64 = cpus.iter().zip(pc).map(|(c, p)| (c - p) as f64 / 1e9).sum::<f64>()
+            let util: f64 = cpus
+                .iter()
+                .zip(pc)
+                .map(|(c, p)| (c - p) as f64 / 1e9)
+                .sum::<f64>()
                 / n_exec as f64;
             let p99 = if h.is_empty() {
                 0.0
@@ -367,7 +383,12 @@ fn follow(
     out
 }
 
-async fn executor(shared: Arc<Shared>, exec: usize, n_exec: usize, ticks: mpsc::Sender<Tick>) -> Counts {
+async fn executor(
+    shared: Arc<Shared>,
+    exec: usize,
+    n_exec: usize,
+    ticks: mpsc::Sender<Tick>,
+) -> Counts {
     let stats = Rc::new(RefCell::new(Stats::new()));
     match shared.concurrency {
         Some(c) => {
@@ -462,15 +483,17 @@ async fn worker(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, w: usize) {
 async fn attempt(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, k: u64, due: u64) {
     shared.in_flight.fetch_add(1, Relaxed);
     stats.borrow_mut().attempts += 1;
-    let result = crate::pubsub::exec_timed(shared.attempt_timeout, connect_and_join(&shared, k, due))
-        .await
-        .unwrap_or(Err(SetupError::Timeout("attempt")));
+    let result =
+        crate::pubsub::exec_timed(shared.attempt_timeout, connect_and_join(&shared, k, due))
+            .await
+            .unwrap_or(Err(SetupError::Timeout("attempt")));
     let mut st = stats.borrow_mut();
     match result {
         Ok((stream, handshake_us)) => {
             let join_us = sys::now_ns().saturating_sub(due) / 1000;
             st.joined += 1;
-            st.handshake.saturating_record(handshake_us.min(LATENCY_MAX_US));
+            st.handshake
+                .saturating_record(handshake_us.min(LATENCY_MAX_US));
             st.join.saturating_record(join_us.min(LATENCY_MAX_US));
             st.tick.saturating_record(join_us.min(LATENCY_MAX_US));
             if shared.hold_open {
@@ -484,7 +507,11 @@ async fn attempt(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, k: u64, due: u6
 
 /// Connects, upgrades and reads up to the own join event; returns the
 /// stream and the time to `101` (us from `due`).
-async fn connect_and_join(shared: &Shared, k: u64, due: u64) -> Result<(TcpStream, u64), SetupError> {
+async fn connect_and_join(
+    shared: &Shared,
+    k: u64,
+    due: u64,
+) -> Result<(TcpStream, u64), SetupError> {
     let cfg = &shared.cfg;
     let from = cfg.sources.for_conn(k as usize);
     let mut stream = net::connect(cfg.target.addr, from, shared.attempt_timeout).await?;
@@ -500,10 +527,10 @@ async fn connect_and_join(shared: &Shared, k: u64, due: u64) -> Result<(TcpStrea
             }
             let payload = &buf[start + h.header_len..start + total];
             match h.opcode {
-                ws::OP_TEXT => {
-                    if cfg.wire.classify(payload) == (Incoming::Event { own_join: true }) {
-                        return Ok((stream, handshake_us));
-                    }
+                ws::OP_TEXT
+                    if cfg.wire.classify(payload) == (Incoming::Event { own_join: true }) =>
+                {
+                    return Ok((stream, handshake_us));
                 }
                 ws::OP_CLOSE => {
                     return Err(SetupError::ClosedBeforeJoin("close frame".into()));
@@ -519,7 +546,9 @@ async fn connect_and_join(shared: &Shared, k: u64, due: u64) -> Result<(TcpStrea
             filled -= start;
             start = 0;
             if filled == buf.len() {
-                return Err(SetupError::BadHandshake("frame before own join too large".into()));
+                return Err(SetupError::BadHandshake(
+                    "frame before own join too large".into(),
+                ));
             }
         }
         match stream.read(&mut buf[filled..]).await {
@@ -545,14 +574,30 @@ fn chart(seconds: &[Second], a: &ConnectArgs) -> Chart {
             Panel {
                 y_label: "per second".into(),
                 series: vec![
-                    Series { name: "attempts".into(), color: COLORS[3], points: pts(&|s| s.attempts as f64) },
-                    Series { name: "joined".into(), color: COLORS[0], points: pts(&|s| s.joined as f64) },
-                    Series { name: "failed".into(), color: COLORS[1], points: pts(&|s| s.failed as f64) },
+                    Series {
+                        name: "attempts".into(),
+                        color: COLORS[3],
+                        points: pts(&|s| s.attempts as f64),
+                    },
+                    Series {
+                        name: "joined".into(),
+                        color: COLORS[0],
+                        points: pts(&|s| s.joined as f64),
+                    },
+                    Series {
+                        name: "failed".into(),
+                        color: COLORS[1],
+                        points: pts(&|s| s.failed as f64),
+                    },
                 ],
             },
             Panel {
                 y_label: "join latency p99 ms".into(),
-                series: vec![Series { name: "p99".into(), color: COLORS[0], points: pts(&|s| s.p99_ms) }],
+                series: vec![Series {
+                    name: "p99".into(),
+                    color: COLORS[0],
+                    points: pts(&|s| s.p99_ms),
+                }],
             },
         ],
         markers: Vec::new(),

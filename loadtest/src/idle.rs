@@ -5,10 +5,10 @@
 //! buffer each (join events only; pings answered), so 100,000 of them cost
 //! the generator little.
 
+use crate::plot::{self, Chart, Panel, Series, COLORS};
 use crate::pubsub::state::{Channel, SMALL_READ_BUF};
 use crate::pubsub::summary::{add_common_params, opt};
 use crate::pubsub::{self, fresh_channel_prefix, Common, Config, ConnSpec, Plan, Second};
-use crate::plot::{self, Chart, Panel, Series, COLORS};
 use crate::report::{round3, Report};
 use crate::sys::{self, SockStat};
 use serde_json::Value;
@@ -124,7 +124,10 @@ pub fn run(a: IdleArgs) -> anyhow::Result<()> {
     );
     let disconnects = outcome.total.disconnected();
     r.add("disconnects_while_held", disconnects);
-    r.add("open_at_end", joined as u64 - disconnects.min(joined as u64));
+    r.add(
+        "open_at_end",
+        joined as u64 - disconnects.min(joined as u64),
+    );
     if let Some(text) = &setup.metrics_after_setup {
         let open = sys::metric_values(text, "itty_connections_open");
         r.add_with_text(

@@ -113,7 +113,13 @@ fn bind_and_start_connect(from: Ipv4Addr, to: std::net::SocketAddrV4) -> std::io
         let one: libc::c_int = 1;
         let optlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let opt = (&one as *const libc::c_int).cast();
-        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, opt, optlen);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            opt,
+            optlen,
+        );
         libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, opt, optlen);
         let local = sockaddr(from, 0);
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;

@@ -77,7 +77,9 @@ fn trim(v: f64) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub fn svg(chart: &Chart) -> String {
@@ -244,7 +246,13 @@ mod tests {
                 series: vec![Series {
                     name: "a".into(),
                     color: COLORS[0],
-                    points: vec![(1.0, 5.0), (2.0, 7.0), (2.5, f64::NAN), (3.0, 1.0), (4.0, 2.0)],
+                    points: vec![
+                        (1.0, 5.0),
+                        (2.0, 7.0),
+                        (2.5, f64::NAN),
+                        (3.0, 1.0),
+                        (4.0, 2.0),
+                    ],
                 }],
             }],
             markers: vec![(1.5, "step 2".into())],

@@ -34,7 +34,7 @@ impl SweepArgs {
         if self.sweep && !(self.sweep_factor > 1.0 && self.sweep_factor.is_finite()) {
             anyhow::bail!("--sweep-factor must be above 1");
         }
-        if self.sweep && !(self.p99_max_ms > 0.0) {
+        if self.sweep && (self.p99_max_ms.is_nan() || self.p99_max_ms <= 0.0) {
             anyhow::bail!("--p99-max-ms must be positive");
         }
         Ok(())
@@ -144,7 +144,11 @@ pub fn table(steps: &[Step], rate_name: &str) -> String {
                 fmt_opt(s.key.p99_ms, 2),
                 s.key.lost.to_string(),
                 s.key.unsent.to_string(),
-                if s.key.saturated { busy + " (sat)" } else { busy },
+                if s.key.saturated {
+                    busy + " (sat)"
+                } else {
+                    busy
+                },
                 fmt_opt(s.key.relay_cpu_s_per_million, 2),
                 if s.held {
                     "held".to_owned()

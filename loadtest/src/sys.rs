@@ -238,7 +238,8 @@ mod tests {
 
     #[test]
     fn sockstat_and_metrics_parse() {
-        let text = "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 7\nUDP: inuse 1 mem 0\n";
+        let text =
+            "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 7\nUDP: inuse 1 mem 0\n";
         assert_eq!(
             parse_sockstat(text),
             Some(SockStat {

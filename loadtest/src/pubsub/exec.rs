@@ -189,11 +189,7 @@ pub async fn connection(local: Rc<Local>, i: usize) {
 /// Connects, handshakes and waits for the connection's own join event, with
 /// a permit of the executor's connect semaphore held throughout. Counts the
 /// connection as settled either way.
-pub async fn join(
-    local: &Rc<Local>,
-    i: usize,
-    role: Role,
-) -> Option<(Reader, Writer, Receiver)> {
+pub async fn join(local: &Rc<Local>, i: usize, role: Role) -> Option<(Reader, Writer, Receiver)> {
     let shared = &local.shared;
     let result = {
         let _permit = local.connect.acquire_static_permit(1).await.ok()?;
@@ -473,7 +469,10 @@ mod tests {
     fn publishers_interleave_evenly() {
         // 4 publishers at 400 msg/s in all: one message every 2.5 ms overall.
         let times: Vec<u64> = (0..4).map(|p| schedule(p, 4, 400.0).at(1)).collect();
-        assert_eq!(times, vec![1_000 + 10_000_000, 12_501_000, 15_001_000, 17_501_000]);
+        assert_eq!(
+            times,
+            vec![1_000 + 10_000_000, 12_501_000, 15_001_000, 17_501_000]
+        );
         // 100 messages each within the second.
         let mut s = schedule(3, 4, 400.0);
         let mut sent = 0;

@@ -35,8 +35,8 @@ use crate::net::{self, SourceIps};
 use crate::proto::{Proto, Wire};
 use crate::sys;
 use crate::ws::Target;
-use glommio::{LocalExecutorBuilder, Placement};
 pub use exec::timed as exec_timed;
+use glommio::{LocalExecutorBuilder, Placement};
 pub use state::{ConnSpec, Plan, PushSpec};
 use state::{ExecStats, Padded, Shared, Tick, IO_MEMORY, NS};
 use std::collections::BTreeMap;
@@ -135,7 +135,12 @@ pub struct Config {
 
 impl Config {
     /// Checks the shared options; `connections` is what the plan will open.
-    pub fn new(common: &Common, traffic: &Traffic, rate: f64, connections: usize) -> anyhow::Result<Config> {
+    pub fn new(
+        common: &Common,
+        traffic: &Traffic,
+        rate: f64,
+        connections: usize,
+    ) -> anyhow::Result<Config> {
         if !(rate > 0.0 && rate.is_finite()) {
             anyhow::bail!("the rate must be a positive number of messages per second");
         }
@@ -407,7 +412,11 @@ impl Running {
 /// The relay's Prometheus text, when the protocol has an endpoint for it.
 fn scrape_metrics(cfg: &Config) -> Option<String> {
     let path = cfg.wire.metrics_path()?;
-    sys::http_get(cfg.target.addr, &cfg.target.host, &format!("{}{path}", cfg.target.prefix))
+    sys::http_get(
+        cfg.target.addr,
+        &cfg.target.host,
+        &format!("{}{path}", cfg.target.prefix),
+    )
 }
 
 /// Waits until every executor has every connection joined or failed;

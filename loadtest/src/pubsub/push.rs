@@ -40,7 +40,13 @@ pub fn parse_push_response(buf: &[u8]) -> Result<Option<PushResponse>, String> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .ok_or("response without content-length")?;
     let status = response.code.unwrap_or(0);
     if buf.len() < head_len + body_len {
@@ -73,7 +79,9 @@ type InFlight = Rc<RefCell<VecDeque<u64>>>;
 pub async fn push_publisher(local: Rc<Local>, p: u32) {
     let shared = local.shared.clone();
     let spec = shared.plan.push.clone().expect("push plan");
-    let source = shared.sources.for_conn(shared.plan.conns.len() + p as usize);
+    let source = shared
+        .sources
+        .for_conn(shared.plan.conns.len() + p as usize);
     let connected = {
         let _permit = local.connect.acquire_static_permit(1).await;
         timed(
@@ -128,9 +136,13 @@ pub async fn push_publisher(local: Rc<Local>, p: u32) {
         }
         request.clear();
         let body = payload.payload(p as u64, sched.k, at);
-        shared
-            .wire
-            .push_request(&shared.target, &channel.name, &spec.send_key, body, &mut request);
+        shared.wire.push_request(
+            &shared.target,
+            &channel.name,
+            &spec.send_key,
+            body,
+            &mut request,
+        );
         in_flight.borrow_mut().push_back(at);
         if let Err(e) = writer.write_all(&request).await {
             *local
@@ -210,7 +222,9 @@ mod tests {
     fn parses_pipelined_responses() {
         let one = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 29\r\n\r\n{\"ok\":true,\"recipients\":1000}";
         let mut two = one.to_vec();
-        two.extend_from_slice(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\nRetry-After: 1\r\n\r\n{}");
+        two.extend_from_slice(
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\nRetry-After: 1\r\n\r\n{}",
+        );
         let r = parse_push_response(&two).unwrap().unwrap();
         assert_eq!(
             r,

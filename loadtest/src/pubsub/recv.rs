@@ -4,8 +4,8 @@
 
 use super::exec::{Reader, Writer};
 use super::state::*;
-use crate::sys;
 use crate::proto::Incoming;
+use crate::sys;
 use crate::ws;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::timer::sleep;

@@ -214,13 +214,20 @@ pub fn push_channel_of(p: usize, h: usize, c: usize) -> usize {
 
 impl PushArgs {
     fn plan(&self, cfg: &Config, _prefix: &str) -> Plan {
-        let (c, h, m) = (self.channels, self.http_connections, self.members_per_channel);
+        let (c, h, m) = (
+            self.channels,
+            self.http_connections,
+            self.members_per_channel,
+        );
         let pub_channel: Vec<u32> = (0..h).map(|p| push_channel_of(p, h, c) as u32).collect();
         let channels = (0..c)
             .map(|ch| {
                 let name = format!("{}-{ch}", self.channel_prefix);
                 let request = cfg.wire.upgrade_request(&cfg.target, &name);
-                let base = pub_channel.iter().position(|&x| x as usize == ch).unwrap_or(0);
+                let base = pub_channel
+                    .iter()
+                    .position(|&x| x as usize == ch)
+                    .unwrap_or(0);
                 let count = pub_channel.iter().filter(|&&x| x as usize == ch).count();
                 channel(name, request, base, count)
             })
@@ -270,7 +277,9 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if let Some(c) = &a.channel {
         check_channel_name(c)?;
         if a.sweep.sweep {
-            anyhow::bail!("--channel and --sweep do not go together (each step needs a fresh channel)");
+            anyhow::bail!(
+                "--channel and --sweep do not go together (each step needs a fresh channel)"
+            );
         }
     }
     drive(Scenario {
@@ -317,7 +326,9 @@ pub fn rooms(a: RoomsArgs) -> anyhow::Result<()> {
 
 pub fn spread(a: SpreadArgs) -> anyhow::Result<()> {
     if a.channels == 0 || a.members_per_channel == 0 || a.publishers_per_channel == 0 {
-        anyhow::bail!("--channels, --members-per-channel and --publishers-per-channel must be at least 1");
+        anyhow::bail!(
+            "--channels, --members-per-channel and --publishers-per-channel must be at least 1"
+        );
     }
     let publishers = a.channels * a.publishers_per_channel;
     drive(Scenario {
@@ -408,7 +419,12 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
     let mut last_report;
     let mut knob = s.rate;
     loop {
-        eprintln!("--- sweep step {}: {} {}", steps.len() + 1, knob, s.rate_name);
+        eprintln!(
+            "--- sweep step {}: {} {}",
+            steps.len() + 1,
+            knob,
+            s.rate_name
+        );
         let step_prefix = format!("{prefix}-s{}", steps.len() + 1);
         let (summary, seconds) = run_once(&s, knob, &step_prefix)?;
         let (held, why) = sweep::verdict(&summary.key, s.sweep.p99_max_ms);
@@ -417,9 +433,16 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
             steps.len() + 1,
             knob,
             s.rate_name,
-            summary.key.deliveries_per_s.map_or("-".into(), |d| format!("{d:.0}")),
+            summary
+                .key
+                .deliveries_per_s
+                .map_or("-".into(), |d| format!("{d:.0}")),
             summary.key.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
-            if held { "held".to_owned() } else { format!("failed ({why})") }
+            if held {
+                "held".to_owned()
+            } else {
+                format!("failed ({why})")
+            }
         );
         let len = seconds.last().map_or(0.0, |x| x.sec as f64);
         series.push((offset, format!("{}", crate::report::round3(knob)), seconds));
@@ -454,7 +477,10 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
         "best_deliveries_per_s",
         summary::opt(best.and_then(|b| b.key.deliveries_per_s)),
     );
-    r.add("best_latency_ms_p99", summary::opt(best.and_then(|b| b.key.p99_ms)));
+    r.add(
+        "best_latency_ms_p99",
+        summary::opt(best.and_then(|b| b.key.p99_ms)),
+    );
     if s.common.json {
         let mut json: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&r.to_json()).unwrap_or_default();

@@ -176,7 +176,11 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         );
     }
     if let (Some(a), Some(b)) = (&setup.metrics_after_setup, &m.metrics_end) {
-        let sum = |t: &str| sys::metric_values(t, "itty_forwards_total").iter().sum::<u64>();
+        let sum = |t: &str| {
+            sys::metric_values(t, "itty_forwards_total")
+                .iter()
+                .sum::<u64>()
+        };
         r.add("relay_forwards", sum(b).saturating_sub(sum(a)));
     }
 
@@ -243,10 +247,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
                 opt(util.map(round3)),
                 util.map_or("?".to_owned(), |u| format!("{:.1}%", u * 100.0)),
             );
-            r.add(
-                "relay_cpu_s_per_million_deliveries",
-                opt(relay_per_million),
-            );
+            r.add("relay_cpu_s_per_million_deliveries", opt(relay_per_million));
         }
         _ => {
             r.add("relay_cpu_s", Value::Null);
