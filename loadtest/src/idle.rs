@@ -117,6 +117,7 @@ pub fn run(a: IdleArgs) -> anyhow::Result<()> {
             pubsub::format_failures(&setup.failures).replace("\n ", "")
         ),
     );
+    r.add("upgrade_429_retries", setup.retried_429);
     r.add("setup_s", round3(setup.setup_s));
     r.add(
         "joins_per_s",

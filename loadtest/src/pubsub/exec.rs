@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+/// How long a connection refused with `429` keeps retrying (once a second).
+pub const RETRY_429_FOR: Duration = Duration::from_secs(30);
+
 /// One executor: its share of connections and publishers, then a tick per
 /// second.
 pub async fn executor(
@@ -191,9 +194,23 @@ pub async fn connection(local: Rc<Local>, i: usize) {
 /// connection as settled either way.
 pub async fn join(local: &Rc<Local>, i: usize, role: Role) -> Option<(Reader, Writer, Receiver)> {
     let shared = &local.shared;
-    let result = {
-        let _permit = local.connect.acquire_static_permit(1).await.ok()?;
-        try_join(local, i, role).await
+    let give_up = sys::now_ns() + RETRY_429_FOR.as_nanos() as u64;
+    let result = loop {
+        let result = {
+            let _permit = local.connect.acquire_static_permit(1).await.ok()?;
+            try_join(local, i, role).await
+        };
+        // A relay's per-IP upgrade limit answers 429: wait (without holding
+        // a permit) and try again, for a while; the summary counts retries.
+        match &result {
+            Err(SetupError::Refused(status))
+                if status.starts_with("429") && sys::now_ns() < give_up =>
+            {
+                shared.retried_429.fetch_add(1, Relaxed);
+                sleep(Duration::from_secs(1)).await;
+            }
+            _ => break result,
+        }
     };
     local.settled.set(local.settled.get() + 1);
     match result {

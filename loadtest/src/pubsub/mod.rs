@@ -111,6 +111,12 @@ pub enum RecvMode {
     Epoll,
 }
 
+/// `--source-ips auto`: one loopback address per this many connections (at
+/// least 8, at most 254): the relay's default per-IP upgrade burst is 20,
+/// so a setup of up to 5,080 connections passes without a 429, and one
+/// address stays far below the ~28,000 ports it has per destination.
+pub const AUTO_CONNS_PER_SOURCE_IP: usize = 20;
+
 /// Everything the engine needs besides the plan.
 #[derive(Clone)]
 pub struct Config {
@@ -183,7 +189,7 @@ impl Config {
         let sources = match &common.source_ips {
             net::SourceSpec::Ips(s) => s.clone(),
             net::SourceSpec::Auto if target.addr.ip().is_loopback() && target.addr.is_ipv4() => {
-                SourceIps::auto(connections, 20_000, 8)
+                SourceIps::auto(connections, AUTO_CONNS_PER_SOURCE_IP, 8)
             }
             net::SourceSpec::Auto => SourceIps::default(),
         };
@@ -240,6 +246,8 @@ pub struct Setup {
     pub publishers_joined: usize,
     pub failed: usize,
     pub failures: BTreeMap<String, usize>,
+    /// Upgrades refused with 429 and retried.
+    pub retried_429: u64,
     pub setup_s: f64,
     /// The relay's /metrics right after the setup.
     pub metrics_after_setup: Option<String>,
@@ -325,6 +333,7 @@ pub fn start(cfg: &Config, plan: Plan) -> anyhow::Result<Running> {
         publishers_joined: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         failures: Mutex::new(BTreeMap::new()),
+        retried_429: AtomicU64::new(0),
         setup_done: AtomicUsize::new(0),
         t0: AtomicU64::new(0),
         abort: AtomicBool::new(false),
@@ -366,6 +375,7 @@ pub fn start(cfg: &Config, plan: Plan) -> anyhow::Result<Running> {
         publishers_joined: shared.publishers_joined.load(Relaxed),
         failed: shared.failed.load(Relaxed),
         failures: shared.failures.lock().unwrap().clone(),
+        retried_429: shared.retried_429.load(Relaxed),
         setup_s,
         metrics_after_setup: scrape_metrics(cfg),
     };

@@ -93,6 +93,8 @@ pub struct Shared {
     pub publishers_joined: AtomicUsize,
     pub failed: AtomicUsize,
     pub failures: Mutex<BTreeMap<String, usize>>,
+    /// Upgrades answered `429` and tried again.
+    pub retried_429: AtomicU64,
     pub setup_done: AtomicUsize,
     /// Publishing start, ns on the shared clock; 0 until scheduled.
     pub t0: AtomicU64,

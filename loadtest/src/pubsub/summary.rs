@@ -85,6 +85,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
             super::format_failures(&setup.failures).replace("\n ", "")
         ),
     );
+    r.add("upgrade_429_retries", setup.retried_429);
     r.add("setup_s", round3(setup.setup_s));
     let lost = total.expected as i64 - total.delivered as i64;
     r.add("published", total.published);
