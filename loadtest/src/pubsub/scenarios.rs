@@ -417,6 +417,8 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
     let mut series: Vec<(f64, String, Vec<Second>)> = Vec::new();
     let mut offset = 0.0;
     let mut last_report;
+    // Each step's notes, printed once at the end.
+    let mut step_notes = std::collections::BTreeSet::new();
     let mut knob = s.rate;
     loop {
         eprintln!(
@@ -453,6 +455,9 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
             held,
             why,
         });
+        for note in &summary.notes {
+            step_notes.insert(note.clone());
+        }
         last_report = Some(summary.report);
         match sweep::next_rate(&steps, s.sweep) {
             Some(next) => knob = next,
@@ -496,6 +501,9 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
         print!("{}", sweep::table(&steps, s.rate_name));
         println!();
         print!("{}", r.to_text());
+    }
+    for note in &step_notes {
+        eprintln!("NOTE (some step): {note}");
     }
     match best {
         Some(b) if b.key.saturated => eprintln!(
