@@ -7,15 +7,32 @@
 //! time. Every figure comes with the generator's own cpu use, so a run says
 //! when the generator, not the relay, was the limit.
 //!
-//! Scenarios (one subcommand each): `fanout` for now; rooms, spread, idle,
-//! connect, push and sweep are to come (see README.md).
+//! Map:
+//! - `pubsub/`: the engine (plan -> connections, schedule, receive path,
+//!   accounting) and the publishing scenarios `fanout`, `rooms`, `spread`,
+//!   `push`; `idle` and `ceiling` use it too.
+//! - `connect.rs`: `connect`, connections opened and joined per second.
+//! - `ceiling.rs`: a trivial in-process server that blasts frames, to
+//!   measure what the generator itself can receive.
+//! - `proto.rs`: the relay's wire specifics behind the `Wire` trait.
+//! - `ws.rs` (frames, handshake), `net.rs` (source addresses, fd limit),
+//!   `sys.rs` (clocks, cpu, memory, /proc), `report.rs`, `sweep.rs`,
+//!   `plot.rs`.
 
-mod fanout;
+mod ceiling;
+mod connect;
+mod idle;
+mod net;
+mod plot;
+mod proto;
+mod pubsub;
 mod report;
+mod sweep;
 mod sys;
 mod ws;
 
 use clap::{Parser, Subcommand};
+use pubsub::scenarios;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,12 +49,36 @@ struct Cli {
 enum Scenario {
     /// P publishers send to one channel of N members: deliveries per second
     /// the relay sustains, and the latency of each delivery.
-    Fanout(fanout::Args),
+    Fanout(scenarios::FanoutArgs),
+    /// R rooms of K members, every member publishing at a rate: the chat
+    /// shape.
+    Rooms(scenarios::RoomsArgs),
+    /// Many channels, members landing on every shard by chance: the
+    /// cross-shard path.
+    Spread(scenarios::SpreadArgs),
+    /// HTTP push requests per second (keep-alive, optionally pipelined) and
+    /// their fan-out to the channel's members.
+    Push(scenarios::PushArgs),
+    /// Open C connections joined to many channels and hold them: the
+    /// relay's memory per connection.
+    Idle(idle::IdleArgs),
+    /// Connections opened and joined per second (open or closed loop):
+    /// rate, handshake and join latency, failures by reason.
+    Connect(connect::ConnectArgs),
+    /// The generator's own ceiling: an in-process trivial server blasts
+    /// pre-built frames from another cpu; what the generator receives.
+    Ceiling(ceiling::CeilingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
-        Scenario::Fanout(args) => fanout::run(args),
+        Scenario::Fanout(a) => scenarios::fanout(a),
+        Scenario::Rooms(a) => scenarios::rooms(a),
+        Scenario::Spread(a) => scenarios::spread(a),
+        Scenario::Push(a) => scenarios::push(a),
+        Scenario::Idle(a) => idle::run(a),
+        Scenario::Connect(a) => connect::run(a),
+        Scenario::Ceiling(a) => ceiling::run(a),
     }
 }

@@ -73,6 +73,39 @@ fn format_float(f: f64) -> String {
     }
 }
 
+/// A plain text table: a header row, a rule, then the rows, columns padded
+/// to their widest cell (numbers and text alike left-aligned).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +123,11 @@ mod tests {
         let json: Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(json["members"], 1000);
         assert_eq!(json["generator_saturated"], false);
+    }
+
+    #[test]
+    fn tables_line_up() {
+        let t = table(&["a", "bb"], &[vec!["100".into(), "x".into()]]);
+        assert_eq!(t, "a    bb\n---  --\n100  x\n");
     }
 }

@@ -143,6 +143,79 @@ pub fn loadavg() -> Option<String> {
     )
 }
 
+/// A plain HTTP/1.1 GET from the main thread (2 s timeouts): the body of a
+/// `200` response, else `None`. For the relay's `/metrics`.
+pub fn http_get(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: itty-loadtest\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.take(16 << 20).read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// The values of one Prometheus metric family, by its `shard` label (in
+/// label order as printed), e.g. `itty_forwards_total`.
+pub fn metric_values(text: &str, name: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            l.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64)
+        })
+        .collect()
+}
+
+/// Resident memory of a process, in bytes (`VmRSS` of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// From /proc/net/sockstat: TCP sockets in use and TCP memory in pages
+/// (the whole host's, both ends of every loopback connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockStat {
+    pub tcp_inuse: u64,
+    pub tcp_mem_pages: u64,
+}
+
+pub fn sockstat() -> Option<SockStat> {
+    parse_sockstat(&std::fs::read_to_string("/proc/net/sockstat").ok()?)
+}
+
+pub fn parse_sockstat(text: &str) -> Option<SockStat> {
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |name: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == name)?;
+        words.get(i + 1)?.parse().ok()
+    };
+    Some(SockStat {
+        tcp_inuse: field("inuse")?,
+        tcp_mem_pages: field("mem")?,
+    })
+}
+
+/// The page size (sockstat counts memory in pages).
+pub fn page_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(1) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +234,22 @@ mod tests {
     fn own_cpu_time_is_readable() {
         let pid = std::process::id();
         assert!(pid_cpu_ns(pid).is_ok());
+    }
+
+    #[test]
+    fn sockstat_and_metrics_parse() {
+        let text =
+            "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 7\nUDP: inuse 1 mem 0\n";
+        assert_eq!(
+            parse_sockstat(text),
+            Some(SockStat {
+                tcp_inuse: 12,
+                tcp_mem_pages: 7
+            })
+        );
+        let m = "# TYPE itty_forwards_total counter\nitty_forwards_total{shard=\"0\"} 5\n\
+                 itty_forwards_total{shard=\"1\"} 7\nitty_forwards_totalx 9\n";
+        assert_eq!(metric_values(m, "itty_forwards_total"), vec![5, 7]);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 }

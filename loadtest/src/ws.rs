@@ -64,20 +64,6 @@ impl Target {
             prefix: path.trim_end_matches('/').to_owned(),
         })
     }
-
-    /// The upgrade request for `/c/<channel>?<query>` (channel and query are
-    /// made by the generator, plain ASCII, nothing to escape).
-    pub fn upgrade_request(&self, channel: &str, query: &str) -> Vec<u8> {
-        format!(
-            "GET {}/c/{channel}{}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
-             User-Agent: itty-loadtest\r\n\r\n",
-            self.prefix,
-            if query.is_empty() { "" } else { "?" },
-            self.host,
-        )
-        .into_bytes()
-    }
 }
 
 /// Why a connection did not become a member.
@@ -187,6 +173,22 @@ pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     mask_in_place(&mut out[start..]);
 }
 
+/// Appends one unmasked server frame (FIN set): for the `ceiling` server.
+pub fn server_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
 /// XORs `data` with the fixed mask, starting at mask offset 0.
 pub fn mask_in_place(data: &mut [u8]) {
     let word = u32::from_ne_bytes(MASK);
@@ -259,54 +261,6 @@ pub fn parse_header(b: &[u8]) -> Option<Header> {
     })
 }
 
-/// Every server event (join, leave, error) starts with this; a relayed
-/// message never has a top-level `type` (PROTOCOL.md 5).
-pub const EVENT_PREFIX: &[u8] = b"{\"type\":";
-const MESSAGE_KEY: &[u8] = b"\"message\":[";
-
-/// The publisher's stamp found in a relayed message: the envelope ends with
-/// `"message":[<publisher>,<seq>,<scheduled_ns>,"<padding>"]}`. `payload_len`
-/// is the length publishers use, to try the exact spot first; otherwise the
-/// last `"message":[` is searched from the end.
-#[inline]
-pub fn find_stamp(frame: &[u8], payload_len: usize) -> Option<(u64, u64, u64)> {
-    let at = frame
-        .len()
-        .checked_sub(payload_len + 1 + MESSAGE_KEY.len())
-        .filter(|&i| frame[i..].starts_with(MESSAGE_KEY))
-        .or_else(|| {
-            frame
-                .windows(MESSAGE_KEY.len())
-                .rposition(|w| w == MESSAGE_KEY)
-        })?;
-    let mut rest = &frame[at + MESSAGE_KEY.len()..];
-    let a = take_u64(&mut rest)?;
-    let b = take_u64(&mut rest)?;
-    let c = take_u64(&mut rest)?;
-    Some((a, b, c))
-}
-
-/// Parses digits up to a comma and skips the comma.
-#[inline]
-fn take_u64(rest: &mut &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    let mut digits = 0;
-    for (i, &c) in rest.iter().enumerate() {
-        match c {
-            b'0'..=b'9' => {
-                v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
-                digits += 1;
-            }
-            b',' if digits > 0 => {
-                *rest = &rest[i + 1..];
-                return Some(v);
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,15 +279,5 @@ mod tests {
             mask_in_place(&mut body);
             assert_eq!(body, payload);
         }
-    }
-
-    #[test]
-    fn finds_the_stamp() {
-        let f = br#"{"id":"a","uid":"b","date":1,"message":[3,17,123456789,"xxxx"]}"#;
-        assert_eq!(find_stamp(f, 27), Some((3, 17, 123456789)));
-        assert_eq!(find_stamp(f, 99), Some((3, 17, 123456789)));
-        let nested = br#"{"id":"a","date":1,"message":[1,"message":[2,3,4,"x"]}"#;
-        assert_eq!(find_stamp(nested, 0), Some((2, 3, 4)));
-        assert_eq!(find_stamp(br#"{"message":{"a":1}}"#, 5), None);
     }
 }

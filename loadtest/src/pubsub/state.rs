@@ -3,18 +3,22 @@
 
 use super::recv::EpollSet;
 pub use super::RecvMode;
+use crate::net::SourceIps;
+use crate::proto::Wire;
 use crate::ws::{SetupError, Target};
 use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Read buffer per connection: one read carries many frames.
 pub const READ_BUF: usize = 64 * 1024;
+/// Read buffer per connection when nothing but events is expected (`idle`).
+pub const SMALL_READ_BUF: usize = 2 * 1024;
 /// glommio's default (10 MiB per ring) exceeds the usual 8 MiB memlock limit.
 pub const IO_MEMORY: usize = 256 * 1024;
 /// Largest latency recorded, in microseconds (longer ones are clamped).
@@ -22,30 +26,84 @@ pub const LATENCY_MAX_US: u64 = 60_000_000;
 /// Above this average busy share of its cores, the generator is the limit.
 pub const SATURATED: f64 = 0.90;
 pub const NS: u64 = 1_000_000_000;
+/// The first sequence number of an external source (`ceiling`): fixed-width
+/// (12 digits) so that its frames are patched in place, not formatted.
+pub const EXTERNAL_SEQ_BASE: u64 = 100_000_000_000;
+
+/// One channel of the plan.
+pub struct Channel {
+    pub name: String,
+    /// The upgrade request that joins it.
+    pub request: Vec<u8>,
+    /// Its publishers are ids `pub_base..pub_base + pub_count`.
+    pub pub_base: u32,
+    pub pub_count: u32,
+}
+
+/// One WebSocket connection of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSpec {
+    pub channel: u32,
+    /// Counts what it receives (a member); otherwise it only drains.
+    pub receives: bool,
+    /// Publishes as this publisher id.
+    pub publisher: Option<u32>,
+}
+
+/// Who connects where and who publishes: built by each scenario.
+pub struct Plan {
+    pub channels: Vec<Channel>,
+    /// Receivers first: they join before any publisher-only connection.
+    pub conns: Vec<ConnSpec>,
+    /// Total publishers; publisher p publishes on `pub_channel[p]`.
+    pub pub_channel: Vec<u32>,
+    /// Publishers are HTTP push clients (`push`), not WebSocket connections.
+    pub push: Option<PushSpec>,
+    /// Messages come from elsewhere (the `ceiling` blast server): nothing is
+    /// expected, so nothing can be lost.
+    pub external_source: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushSpec {
+    pub send_key: String,
+    /// Requests in flight per connection (1: wait for each response).
+    pub pipeline: usize,
+}
 
 /// What every executor and the main thread share: settings and atomics.
 pub struct Shared {
+    pub wire: &'static dyn Wire,
     pub target: Target,
+    pub sources: SourceIps,
     pub recv: RecvMode,
-    pub request: Vec<u8>,
-    pub members: usize,
-    pub publishers: usize,
+    pub plan: Plan,
+    /// Messages per second over all publishers.
     pub rate: f64,
     pub payload_bytes: usize,
+    /// Receive buffer per connection.
+    pub buf_bytes: usize,
     pub duration_ns: u64,
     pub warmup_ns: u64,
     pub grace_ns: u64,
     pub join_timeout: Duration,
+    /// Per channel: receivers joined (fixed once publishing starts).
+    pub receivers_on: Vec<AtomicU32>,
     pub members_joined: AtomicUsize,
     pub publishers_joined: AtomicUsize,
     pub failed: AtomicUsize,
     pub failures: Mutex<BTreeMap<String, usize>>,
+    /// Upgrades answered `429` and tried again.
+    pub retried_429: AtomicU64,
     pub setup_done: AtomicUsize,
     /// Publishing start, ns on the shared clock; 0 until scheduled.
     pub t0: AtomicU64,
     pub abort: AtomicBool,
     pub stop: AtomicBool,
     pub published: AtomicU64,
+    /// Deliveries the published messages owe (receivers on the channel,
+    /// minus the sender itself).
+    pub expected: AtomicU64,
     pub publishers_done: AtomicUsize,
     /// Deliveries per executor, for ending the grace period early.
     pub delivered: Vec<Padded>,
@@ -96,6 +154,14 @@ pub struct ExecStats {
     pub unsent: u64,
     /// Publisher lateness (us): write completed minus scheduled time.
     pub lag: Histogram<u64>,
+    /// Deliveries the messages published here owe.
+    pub expected: u64,
+    /// `push`: responses by HTTP status.
+    pub push_status: BTreeMap<u16, u64>,
+    /// `push`: sum of the `recipients` the relay reported.
+    pub push_recipients: u64,
+    /// `push`: response latency (us) from the scheduled send.
+    pub push_latency: Histogram<u64>,
 }
 
 impl ExecStats {
@@ -115,6 +181,17 @@ impl ExecStats {
         for (k, v) in &s.disconnects {
             *self.disconnects.entry(k.clone()).or_default() += v;
         }
+        self.expected += s.expected;
+        for (k, v) in &s.push_status {
+            *self.push_status.entry(*k).or_default() += v;
+        }
+        self.push_recipients += s.push_recipients;
+        let _ = self.push_latency.add(&s.push_latency);
+    }
+
+    /// Connections that ended during the run.
+    pub fn disconnected(&self) -> u64 {
+        self.disconnects.values().sum()
     }
 
     pub fn new() -> ExecStats {
@@ -133,6 +210,10 @@ impl ExecStats {
             published: 0,
             unsent: 0,
             lag: histogram(),
+            expected: 0,
+            push_status: BTreeMap::new(),
+            push_recipients: 0,
+            push_latency: histogram(),
         }
     }
 }
@@ -145,6 +226,7 @@ pub struct Tick {
     pub published: u64,
     pub tick: Histogram<u64>,
     pub cpu_ns: u64,
+    pub disconnected: u64,
 }
 
 /// Per-executor state shared by its tasks (single-threaded).

@@ -4,6 +4,7 @@
 
 use super::exec::{Reader, Writer};
 use super::state::*;
+use crate::proto::Incoming;
 use crate::sys;
 use crate::ws;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -26,7 +27,7 @@ pub struct Slot {
     pub fd: RawFd,
     pub rx: Receiver,
     /// Keeps the socket open (glommio owns the fd).
-    pub _halves: (Reader, Writer),
+    pub _halves: (Reader, Option<Writer>),
 }
 
 impl EpollSet {
@@ -42,7 +43,7 @@ impl EpollSet {
         })
     }
 
-    pub fn add(&mut self, rx: Receiver, reader: Reader, writer: Writer) {
+    pub fn add(&mut self, rx: Receiver, reader: Reader, writer: Option<Writer>) {
         let fd = rx.fd;
         let idx = self.slots.len();
         let mut ev = libc::epoll_event {
@@ -91,7 +92,7 @@ impl EpollSet {
                 Ok(None) => None,
                 Ok(Some(0)) => Some("eof".to_owned()),
                 Ok(Some(_)) => {
-                    reads += 1;
+                    reads += (slot.rx.role == Role::Member) as u64;
                     slot.rx.process();
                     if !slot.rx.pong.is_empty() {
                         // Rare (a ping after 30 s of client silence): one
@@ -130,6 +131,9 @@ impl Drop for EpollSet {
 /// How long the pump sleeps when its epoll set has nothing ready: the
 /// receive side's added latency, at most, while traffic flows.
 pub const EPOLL_IDLE: Duration = Duration::from_micros(50);
+/// The pause after a round that read data: long enough that the timer is
+/// not already due when first polled, so the pump really yields.
+pub const EPOLL_ROUND_YIELD: Duration = Duration::from_micros(5);
 /// Empty polls in a row after which the pump blocks instead (in glommio's
 /// helper thread, pinned to the same cpu), so an idle generator sleeps.
 pub const EPOLL_SPINS: u32 = 8;
@@ -164,8 +168,10 @@ pub async fn epoll_pump(local: Rc<Local>) {
         let reads = set.borrow_mut().read_ready(&events[..n as usize]);
         local.stats.borrow_mut().reads += reads;
         // Through the reactor once per round, so timers (publishers, ticks)
-        // and other I/O keep their turn.
-        sleep(Duration::ZERO).await;
+        // and other I/O keep their turn. (A zero sleep would not do: glommio
+        // completes an expired timer without yielding, and under constant
+        // traffic the pump then starves every other task of the executor.)
+        sleep(EPOLL_ROUND_YIELD).await;
     }
 }
 
@@ -181,7 +187,9 @@ pub struct Receiver {
     /// Bytes of an oversized frame still to skip.
     pub skip: usize,
     pub joined: bool,
-    /// Next sequence number expected from each publisher.
+    /// The first publisher id of the connection's channel.
+    pub pub_base: u64,
+    /// Next sequence number expected from each publisher of the channel.
     pub next_seq: Vec<u64>,
     /// Pongs to send (answers to pings).
     pub pong: Vec<u8>,
@@ -189,19 +197,25 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(local: Rc<Local>, role: Role, fd: RawFd) -> Receiver {
-        let publishers = local.shared.publishers;
+    pub fn new(local: Rc<Local>, role: Role, fd: RawFd, channel: &Channel) -> Receiver {
+        let buf_bytes = local.shared.buf_bytes;
+        let first_seq = if local.shared.plan.external_source {
+            EXTERNAL_SEQ_BASE
+        } else {
+            0
+        };
         Receiver {
             local,
             role,
             fd,
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            buf: vec![0u8; buf_bytes].into_boxed_slice(),
             start: 0,
             filled: 0,
             skip: 0,
             joined: false,
+            pub_base: channel.pub_base as u64,
             next_seq: if role == Role::Member {
-                vec![0; publishers]
+                vec![first_seq; channel.pub_count as usize]
             } else {
                 Vec::new()
             },
@@ -283,7 +297,9 @@ impl Receiver {
             t0 + shared.warmup_ns
         };
         let payload_len = shared.payload_bytes;
+        let wire = shared.wire;
         let mut delivered = 0u64;
+        let buf_len = self.buf.len();
         let mut st = self.local.stats.borrow_mut();
         loop {
             let avail = &mut self.buf[self.start..self.filled];
@@ -292,7 +308,7 @@ impl Receiver {
             };
             let total = h.header_len + h.payload_len;
             let partial = total > avail.len();
-            if partial && total <= READ_BUF {
+            if partial && total <= buf_len {
                 break; // the rest comes with the next read
             }
             let end = total.min(avail.len());
@@ -305,14 +321,9 @@ impl Receiver {
             let payload = &*payload;
             match h.opcode {
                 ws::OP_TEXT => {
-                    if payload.starts_with(ws::EVENT_PREFIX) {
+                    if let Incoming::Event { own_join } = wire.classify(payload) {
                         st.events += 1;
-                        if !self.joined
-                            && payload.starts_with(b"{\"type\":\"join\"")
-                            && contains(payload, b"\"self\":true")
-                        {
-                            self.joined = true;
-                        }
+                        self.joined |= own_join;
                     } else if self.role == Role::Publisher {
                         st.publisher_frames += 1;
                     } else {
@@ -320,16 +331,19 @@ impl Receiver {
                         let stamp = if partial {
                             None
                         } else {
-                            ws::find_stamp(payload, payload_len)
+                            wire.find_stamp(payload, payload_len)
                         };
+                        let base = self.pub_base;
                         match stamp {
-                            Some((p, seq, at)) if (p as usize) < self.next_seq.len() => {
+                            Some((p, seq, at))
+                                if p >= base && ((p - base) as usize) < self.next_seq.len() =>
+                            {
                                 let us = now.saturating_sub(at) / 1000;
                                 st.tick.saturating_record(us);
                                 if at >= measured_from {
                                     st.latency.saturating_record(us);
                                 }
-                                let next = &mut self.next_seq[p as usize];
+                                let next = &mut self.next_seq[(p - base) as usize];
                                 if seq == *next {
                                     *next += 1;
                                 } else if seq > *next {
@@ -402,8 +416,4 @@ impl Receiver {
         };
         self.record_disconnect(&why);
     }
-}
-
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
