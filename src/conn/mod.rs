@@ -103,6 +103,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
                         let _ = stream.write_all(&reply).await;
                     }
                     Ok(keys) => {
+                        // The head's strings are not needed by the session:
+                        // free them before it starts.
+                        drop(head);
                         let mode = session::Mode::Channel(channel, options, keys);
                         session::run(shard, stream, buf, mode, accept_key, IpKey::of(ip)).await
                     }
@@ -119,7 +122,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
             }
             Ok(Route::Push { channel }) => {
                 let ip = client_ip(&shard, peer, &head);
-                if !push::serve(&shard, &mut stream, &mut buf, &head, &channel, ip).await {
+                // Boxed: a push's state (body reading, lingering close) must
+                // not make every WebSocket connection's future larger.
+                let push = push::serve(&shard, &mut stream, &mut buf, &head, &channel, ip);
+                if !Box::pin(push).await {
                     return;
                 }
             }
