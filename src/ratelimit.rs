@@ -173,7 +173,11 @@ impl BanList {
         if self.until_ns.len() >= self.entries_max && !self.until_ns.contains_key(&ip) {
             self.prune(now_ns);
             if self.until_ns.len() >= self.entries_max {
-                if let Some(soonest) = self.until_ns.iter().min_by_key(|(_, &t)| t).map(|(k, _)| *k)
+                if let Some(soonest) = self
+                    .until_ns
+                    .iter()
+                    .min_by_key(|(_, &t)| t)
+                    .map(|(k, _)| *k)
                 {
                     self.until_ns.remove(&soonest);
                 }
