@@ -15,12 +15,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use itty_relay::pubsub::json::JsonValidator;
 use std::hint::black_box;
 
-/// Small (a chat line), medium and large (state updates).
+/// Small (a chat line), medium and large.
 const SIZES: [usize; 3] = [64, 1024, 65536];
 
 /// A JSON object of exactly `len` bytes (at least 64): a typed message
-/// with a list of records of mixed values, padded with a string.
-fn payload(len: usize) -> Vec<u8> {
+/// with a list of records of mixed values (a state update), padded with a
+/// string. Many small values: the tape-heavy case.
+fn records(len: usize) -> Vec<u8> {
     let mut out = br#"{"type":"state","from":"h\u00e9l\u00e8ne","items":["#.to_vec();
     let tail = br#"],"pad":""}"#;
     let mut i = 0;
@@ -39,6 +40,33 @@ fn payload(len: usize) -> Vec<u8> {
     }
     out.extend_from_slice(&tail[..tail.len() - 2]);
     out.resize(len - 2, b'z');
+    out.extend_from_slice(b"\"}");
+    assert_eq!(out.len(), len);
+    out
+}
+
+/// A JSON object of exactly `len` bytes (at least 64): a chat message
+/// whose text is prose with a few escapes and non-ASCII letters. Few values,
+/// long strings: the scan-heavy case.
+fn text(len: usize) -> Vec<u8> {
+    let mut out = br#"{"type":"chat","text":""#.to_vec();
+    let words = [
+        "the ",
+        "relay ",
+        "said ",
+        r#"\"hi\" "#,
+        "to ",
+        r"ren\u00e9e ",
+        "and ",
+        "zoë. ",
+    ];
+    for word in words.iter().cycle() {
+        if out.len() + word.len() + 2 > len {
+            break;
+        }
+        out.extend_from_slice(word.as_bytes());
+    }
+    out.resize(len - 2, b'.');
     out.extend_from_slice(b"\"}");
     assert_eq!(out.len(), len);
     out
@@ -71,24 +99,27 @@ fn bench(c: &mut Criterion) {
     };
     for valid in [true, false] {
         let mut group = c.benchmark_group(if valid { "json_valid" } else { "json_invalid" });
-        for size in SIZES {
-            let mut input = payload(size);
-            if !valid {
-                *input.last_mut().unwrap() = b' ';
+        for (shape, make) in [("records", records as fn(usize) -> Vec<u8>), ("text", text)] {
+            for size in SIZES {
+                let mut input = make(size);
+                if !valid {
+                    *input.last_mut().unwrap() = b' ';
+                }
+                assert_eq!(ours.is_valid(&input), valid);
+                assert_eq!(simd.is_valid(&input), valid);
+                assert_eq!(serde_is_valid(&input), valid);
+                group.throughput(Throughput::Bytes(size as u64));
+                let param = format!("{shape}/{size}");
+                group.bench_function(BenchmarkId::new("ours", &param), |b| {
+                    b.iter(|| ours.is_valid(black_box(&input)))
+                });
+                group.bench_function(BenchmarkId::new("simd_json", &param), |b| {
+                    b.iter(|| simd.is_valid(black_box(&input)))
+                });
+                group.bench_function(BenchmarkId::new("serde_json", &param), |b| {
+                    b.iter(|| serde_is_valid(black_box(&input)))
+                });
             }
-            assert_eq!(ours.is_valid(&input), valid);
-            assert_eq!(simd.is_valid(&input), valid);
-            assert_eq!(serde_is_valid(&input), valid);
-            group.throughput(Throughput::Bytes(size as u64));
-            group.bench_function(BenchmarkId::new("ours", size), |b| {
-                b.iter(|| ours.is_valid(black_box(&input)))
-            });
-            group.bench_function(BenchmarkId::new("simd_json", size), |b| {
-                b.iter(|| simd.is_valid(black_box(&input)))
-            });
-            group.bench_function(BenchmarkId::new("serde_json", size), |b| {
-                b.iter(|| serde_is_valid(black_box(&input)))
-            });
         }
         group.finish();
     }
