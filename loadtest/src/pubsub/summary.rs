@@ -118,6 +118,19 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         },
     );
     r.add("events_skipped", total.events);
+    r.add("own_echoes_skipped", total.own_echoes);
+    if !total.server_errors.is_empty() {
+        let parts: Vec<String> = total
+            .server_errors
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}"))
+            .collect();
+        r.add_with_text(
+            "server_errors",
+            json!(total.server_errors),
+            parts.join("; "),
+        );
+    }
     r.add(
         "deliveries_per_read",
         opt((total.reads > 0).then(|| round3(total.delivered as f64 / total.reads as f64))),
