@@ -172,11 +172,13 @@ pub fn steps_json(steps: &[Step]) -> Value {
                     "latency_ms_p50": s.key.p50_ms,
                     "latency_ms_p99": s.key.p99_ms,
                     "lost": s.key.lost,
+                    "expected": s.key.expected,
                     "unsent": s.key.unsent,
                     "disconnects": s.key.disconnects,
                     "generator_util_avg": s.key.gen_util.map(round3),
                     "generator_saturated": s.key.saturated,
                     "relay_cpu_s_per_million_deliveries": s.key.relay_cpu_s_per_million,
+                    "relay_util": s.key.relay_util,
                     "held": s.held,
                     "why": s.why,
                 })
