@@ -20,8 +20,9 @@
 # Bounds (defaults; each an environment variable below): every step of a
 # sweep publishes 5 s (1 s warm-up, 2 s grace at most); a sweep starts at
 # 25,000 deliveries/s, triples the rate while p99 <= 50 ms and nothing is
-# lost, then bisects twice, 9 steps at most; one sweep is cut at 240 s, and
-# once 35 min have passed the remaining runs are skipped (and marked so).
+# lost, then bisects twice, 9 steps at most (the Node relay at 5,000 members:
+# one step, its setup takes minutes); one sweep is cut at 240 s, and once
+# 35 min have passed the remaining runs are skipped (and marked so).
 # 17 sweeps took about 20-25 min here.
 #
 # The script checks the generator's flags before running and stops with a
@@ -45,7 +46,15 @@ LOAD_QUIET_MAX=${LOAD_QUIET_MAX:-1.5}  # above this 1-min load before or after, 
 
 # Arguments common to every generator run, and per scenario.
 COMMON_ARGS=${COMMON_ARGS:---payload-bytes 64 --duration 5 --warmup 1 --grace 2 --json}
-SWEEP_ARGS=${SWEEP_ARGS:---sweep --p99-max-ms 50 --sweep-factor 3 --sweep-refine 2 --sweep-steps 9}
+SWEEP_ARGS=${SWEEP_ARGS:---sweep --p99-max-ms 50 --sweep-factor 3 --sweep-refine 2}
+SWEEP_STEPS=${SWEEP_STEPS:-9}
+# Runs whose setup alone takes minutes get one step (at the first rate) and a
+# longer setup timeout: the Node relay announces every join to every member
+# (as the itty protocol says; so does ours), one write each: 5,000 members
+# took it 145 s here, per step.
+ONE_STEP=${ONE_STEP:-fanout-5000.node}
+ONE_STEP_SETUP_S=${ONE_STEP_SETUP_S:-200}
+export ONE_STEP
 # Every sweep's first step: this many deliveries/s (the rate is derived).
 START_DELIVERIES=${START_DELIVERIES:-25000}
 FANOUT_ARGS=${FANOUT_ARGS:---publishers 1}
@@ -156,8 +165,10 @@ run() { # LABEL PEER SERVER_CPUS GEN_CPUS SCENARIO [SERVER ARGS...]
   local proto; proto=$(proto_of "$peer")
   port=$((port + 1))
   local url="ws://127.0.0.1:$port"
-  # shellcheck disable=SC2046
-  local cmd=("$GEN" $(scenario_args "$scenario") --url "$url" --proto "$proto" --cpus "$gen_cpus" $COMMON_ARGS $SWEEP_ARGS)
+  local steps="--sweep-steps $SWEEP_STEPS"
+  [[ " $ONE_STEP " == *" $label "* ]] && steps="--sweep-steps 1 --setup-timeout $ONE_STEP_SETUP_S"
+  # shellcheck disable=SC2046,SC2206
+  local cmd=("$GEN" $(scenario_args "$scenario") --url "$url" --proto "$proto" --cpus "$gen_cpus" $COMMON_ARGS $SWEEP_ARGS $steps)
   if ((dry)); then
     echo "loadtest/peers/start.sh $peer $port $server_cpus $*"
     echo "${cmd[*]} --relay-pid \$PID > $work/$label.json"
@@ -237,7 +248,7 @@ mkdir -p "$(dirname "$out")"
     echo
   fi
   echo "Server pinned to cpu $SERVER_CPU (one worker, one shard), generator to cpu $GEN_CPUS;"
-  echo "generator arguments: \`$COMMON_ARGS $SWEEP_ARGS\`, first step at $START_DELIVERIES deliveries/s,"
+  echo "generator arguments: \`$COMMON_ARGS $SWEEP_ARGS --sweep-steps $SWEEP_STEPS\` (one step only: $ONE_STEP), first step at $START_DELIVERIES deliveries/s,"
   echo "fan-out \`$FANOUT_ARGS\`, rooms \`$ROOMS_ARGS\`; ours started with \`$itty_args\`."
   echo
   echo "Versions:"
@@ -279,7 +290,9 @@ def load(label):
         "loss": (lost / expected * 100) if isinstance(lost, (int, float)) and expected else None,
         "cpu": best.get("relay_cpu_s_per_million_deliveries"), "util": best.get("relay_util"),
         "saturated": best.get("generator_saturated"), "steps": len(steps),
-        "next": (f"{fail['why']}" if fail else "none failed (step limit)"),
+        "next": (f"{fail['why']}" if fail else
+                 f"not tried (one step only; setup {d.get('last_step', {}).get('setup_s', '?')} s)" if label in os.environ.get("ONE_STEP", "").split() else
+                 "none failed (step limit)"),
     }
 
 def num(v, fmt):
