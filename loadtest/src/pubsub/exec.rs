@@ -61,6 +61,12 @@ pub async fn executor(
     if let Some(pump) = pump {
         pump.await;
     }
+    // The epoll set's receivers hold `local` (a cycle): drop them here, or
+    // their sockets stay open after the run (a sweep's steps then add up
+    // to the open-file limit).
+    if let Some(set) = &local.epoll {
+        set.borrow_mut().slots.clear();
+    }
     stats
 }
 
