@@ -173,6 +173,8 @@ pub fn steps_json(steps: &[Step]) -> Value {
                     "latency_ms_p99": s.key.p99_ms,
                     "lost": s.key.lost,
                     "expected": s.key.expected,
+                    "gaps": s.key.gaps,
+                    "reorders": s.key.reorders,
                     "unsent": s.key.unsent,
                     "disconnects": s.key.disconnects,
                     "generator_util_avg": s.key.gen_util.map(round3),

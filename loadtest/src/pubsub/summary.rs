@@ -26,6 +26,9 @@ pub struct KeyFigures {
     pub lost: i64,
     /// Deliveries the published messages owed.
     pub expected: u64,
+    /// Sequence numbers skipped / gone backwards at members.
+    pub gaps: u64,
+    pub reorders: u64,
     pub unsent: u64,
     pub disconnects: u64,
     pub failed: usize,
@@ -318,6 +321,8 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         p99_ms: ms(&total.latency, 0.99),
         lost: if o.external_source { 0 } else { lost },
         expected: total.expected,
+        gaps: total.gaps,
+        reorders: total.reorders,
         unsent: total.unsent,
         disconnects,
         failed: setup.failed,
