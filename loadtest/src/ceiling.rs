@@ -52,6 +52,7 @@ struct Control {
 }
 
 pub fn run(a: CeilingArgs) -> anyhow::Result<()> {
+    a.common.proto.require_itty("ceiling")?;
     if a.members == 0 || a.batch == 0 {
         anyhow::bail!("--members and --batch must be at least 1");
     }

@@ -114,6 +114,7 @@ struct Counts {
 }
 
 pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
+    a.common.proto.require_itty("connect")?;
     if !(a.rate > 0.0 && a.rate.is_finite()) || a.duration == 0 || a.channels == 0 {
         anyhow::bail!("--rate, --duration and --channels must be positive");
     }

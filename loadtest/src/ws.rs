@@ -19,6 +19,7 @@ pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xa;
@@ -156,8 +157,14 @@ pub async fn handshake(
 
 /// Appends one complete masked client frame (FIN set) to `out`.
 pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    client_frame_parts(opcode, &[payload], out);
+}
+
+/// Appends one masked client frame whose payload is `parts` one after the
+/// other (no intermediate buffer).
+pub fn client_frame_parts(opcode: u8, parts: &[&[u8]], out: &mut Vec<u8>) {
     out.push(0x80 | opcode);
-    let len = payload.len();
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     if len < 126 {
         out.push(0x80 | len as u8);
     } else if len <= u16::MAX as usize {
@@ -169,7 +176,9 @@ pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&MASK);
     let start = out.len();
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     mask_in_place(&mut out[start..]);
 }
 

@@ -61,6 +61,12 @@ pub async fn executor(
     if let Some(pump) = pump {
         pump.await;
     }
+    // The epoll set's receivers hold `local` (a cycle): drop them here, or
+    // their sockets stay open after the run (a sweep's steps then add up
+    // to the open-file limit).
+    if let Some(set) = &local.epoll {
+        set.borrow_mut().slots.clear();
+    }
     stats
 }
 
@@ -249,7 +255,13 @@ pub async fn try_join(
     .await
     .ok_or(SetupError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
-    let mut rx = Receiver::new(local.clone(), role, stream.as_raw_fd(), channel);
+    let mut rx = Receiver::new(
+        local.clone(),
+        role,
+        stream.as_raw_fd(),
+        channel,
+        spec.publisher,
+    );
     let (head_len, filled) = timed(
         remaining(),
         ws::handshake(&mut stream, &channel.request, &mut rx.buf),
@@ -258,9 +270,27 @@ pub async fn try_join(
     .ok_or(SetupError::Timeout("handshake"))??;
     rx.start = head_len;
     rx.filled = filled;
-    let (mut reader, writer) = futures_lite::io::split(stream);
+    // NATS: CONNECT, SUB (receivers), PING; joined at the PONG.
+    let mut join_frames = Vec::new();
+    shared
+        .wire
+        .join_frames(&channel.name, spec.receives, &mut join_frames);
+    if !join_frames.is_empty() {
+        timed(remaining(), stream.write_all(&join_frames))
+            .await
+            .ok_or(SetupError::Timeout("join"))?
+            .map_err(|e| SetupError::Io(e.to_string()))?;
+    }
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
     loop {
         rx.process();
+        if !rx.pong.is_empty() {
+            // NATS pings during the setup, too.
+            if let Err(e) = writer.write_all(&rx.pong).await {
+                return Err(SetupError::ClosedBeforeJoin(format!("write: {e}")));
+            }
+            rx.pong.clear();
+        }
         if rx.joined {
             return Ok((reader, writer, rx));
         }

@@ -4,7 +4,7 @@
 
 use super::exec::{Reader, Writer};
 use super::state::*;
-use crate::proto::Incoming;
+use crate::proto::{Framing, Incoming, NatsOp, NatsStream};
 use crate::sys;
 use crate::ws;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -189,6 +189,14 @@ pub struct Receiver {
     pub joined: bool,
     /// The first publisher id of the connection's channel.
     pub pub_base: u64,
+    /// The connection's own publisher id (`rooms`): its own messages, when
+    /// the relay echoes them (nchan), are skipped, never delivered.
+    pub own: Option<u64>,
+    /// `Framing::NatsStream`: the byte stream across frames.
+    pub stream: Option<NatsStream>,
+    /// Bytes of an oversized frame still to come, to be fed to `stream`
+    /// rather than skipped.
+    pub stream_left: usize,
     /// Next sequence number expected from each publisher of the channel.
     pub next_seq: Vec<u64>,
     /// Pongs to send (answers to pings).
@@ -197,8 +205,15 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(local: Rc<Local>, role: Role, fd: RawFd, channel: &Channel) -> Receiver {
+    pub fn new(
+        local: Rc<Local>,
+        role: Role,
+        fd: RawFd,
+        channel: &Channel,
+        own: Option<u32>,
+    ) -> Receiver {
         let buf_bytes = local.shared.buf_bytes;
+        let wire = local.shared.wire;
         let first_seq = if local.shared.plan.external_source {
             EXTERNAL_SEQ_BASE
         } else {
@@ -212,8 +227,11 @@ impl Receiver {
             start: 0,
             filled: 0,
             skip: 0,
-            joined: false,
+            joined: wire.joined_on_upgrade(),
             pub_base: channel.pub_base as u64,
+            own: own.map(u64::from),
+            stream: (wire.framing() == Framing::NatsStream).then(NatsStream::default),
+            stream_left: 0,
             next_seq: if role == Role::Member {
                 vec![first_seq; channel.pub_count as usize]
             } else {
@@ -283,11 +301,6 @@ impl Receiver {
         if self.closed.is_some() {
             return;
         }
-        if self.skip > 0 {
-            let n = self.skip.min(self.filled - self.start);
-            self.start += n;
-            self.skip -= n;
-        }
         let shared = &self.local.shared;
         let now = sys::now_ns();
         let t0 = shared.t0.load(Relaxed);
@@ -301,6 +314,38 @@ impl Receiver {
         let mut delivered = 0u64;
         let buf_len = self.buf.len();
         let mut st = self.local.stats.borrow_mut();
+        let mut acct = Acct {
+            st: &mut st,
+            next_seq: &mut self.next_seq,
+            pub_base: self.pub_base,
+            own: self.own,
+            member: self.role == Role::Member,
+            now,
+            measured_from,
+            delivered: &mut delivered,
+        };
+        if self.skip > 0 {
+            let n = self.skip.min(self.filled - self.start);
+            if self.stream_left > 0 {
+                // The rest of an oversized stream frame: its bytes go on.
+                if let Some(stream) = self.stream.as_mut() {
+                    let data = &self.buf[self.start..self.start + n];
+                    stream.feed(data, &mut |op| {
+                        nats_op(
+                            op,
+                            &mut acct,
+                            &mut self.joined,
+                            &mut self.pong,
+                            wire,
+                            payload_len,
+                        )
+                    });
+                }
+                self.stream_left -= n;
+            }
+            self.start += n;
+            self.skip -= n;
+        }
         loop {
             let avail = &mut self.buf[self.start..self.filled];
             let Some(h) = ws::parse_header(avail) else {
@@ -320,41 +365,31 @@ impl Receiver {
             }
             let payload = &*payload;
             match h.opcode {
-                ws::OP_TEXT => {
-                    if let Incoming::Event { own_join } = wire.classify(payload) {
-                        st.events += 1;
+                ws::OP_TEXT | ws::OP_BINARY => {
+                    if let Some(stream) = self.stream.as_mut() {
+                        stream.feed(payload, &mut |op| {
+                            nats_op(
+                                op,
+                                &mut acct,
+                                &mut self.joined,
+                                &mut self.pong,
+                                wire,
+                                payload_len,
+                            )
+                        });
+                        if partial {
+                            self.stream_left = total - avail.len();
+                        }
+                    } else if let Incoming::Event { own_join } = wire.classify(payload) {
+                        acct.st.events += 1;
                         self.joined |= own_join;
-                    } else if self.role == Role::Publisher {
-                        st.publisher_frames += 1;
                     } else {
-                        delivered += 1;
                         let stamp = if partial {
                             None
                         } else {
                             wire.find_stamp(payload, payload_len)
                         };
-                        let base = self.pub_base;
-                        match stamp {
-                            Some((p, seq, at))
-                                if p >= base && ((p - base) as usize) < self.next_seq.len() =>
-                            {
-                                let us = now.saturating_sub(at) / 1000;
-                                st.tick.saturating_record(us);
-                                if at >= measured_from {
-                                    st.latency.saturating_record(us);
-                                }
-                                let next = &mut self.next_seq[(p - base) as usize];
-                                if seq == *next {
-                                    *next += 1;
-                                } else if seq > *next {
-                                    st.gaps += seq - *next;
-                                    *next = seq + 1;
-                                } else {
-                                    st.reorders += 1;
-                                }
-                            }
-                            _ => st.unstamped += 1,
-                        }
+                        acct.message(stamp);
                     }
                 }
                 ws::OP_PING if !partial => {
@@ -371,7 +406,7 @@ impl Receiver {
                     break;
                 }
                 ws::OP_PONG => {}
-                _ => st.other_frames += 1, // binary, continuation: none expected
+                _ => acct.st.other_frames += 1, // continuation: none expected
             }
             if partial {
                 self.skip = total - avail.len();
@@ -415,5 +450,93 @@ impl Receiver {
             }
         };
         self.record_disconnect(&why);
+    }
+}
+
+/// The accounting of one connection's received messages, for one walk over
+/// its buffer.
+struct Acct<'a> {
+    st: &'a mut ExecStats,
+    next_seq: &'a mut [u64],
+    pub_base: u64,
+    own: Option<u64>,
+    /// A member counts deliveries; a publisher-only connection only drains.
+    member: bool,
+    now: u64,
+    measured_from: u64,
+    delivered: &'a mut u64,
+}
+
+impl Acct<'_> {
+    /// One relayed message with its stamp (if readable): a delivery, unless
+    /// the connection is not a member or the message is its own (echoed).
+    #[inline]
+    fn message(&mut self, stamp: Option<(u64, u64, u64)>) {
+        let st = &mut *self.st;
+        if !self.member {
+            st.publisher_frames += 1;
+            return;
+        }
+        if let (Some(own), Some((p, _, _))) = (self.own, stamp) {
+            if p == own {
+                st.own_echoes += 1;
+                return;
+            }
+        }
+        *self.delivered += 1;
+        let base = self.pub_base;
+        match stamp {
+            Some((p, seq, at)) if p >= base && ((p - base) as usize) < self.next_seq.len() => {
+                let us = self.now.saturating_sub(at) / 1000;
+                st.tick.saturating_record(us);
+                if at >= self.measured_from {
+                    st.latency.saturating_record(us);
+                }
+                let next = &mut self.next_seq[(p - base) as usize];
+                if seq == *next {
+                    *next += 1;
+                } else if seq > *next {
+                    st.gaps += seq - *next;
+                    *next = seq + 1;
+                } else {
+                    st.reorders += 1;
+                }
+            }
+            _ => st.unstamped += 1,
+        }
+    }
+}
+
+/// One NATS operation from the server: a `MSG` is a message, `PONG` the
+/// join (every command sent before our `PING` is in effect), `PING` is
+/// answered, the rest counted.
+#[inline]
+fn nats_op(
+    op: NatsOp<'_>,
+    acct: &mut Acct<'_>,
+    joined: &mut bool,
+    pong: &mut Vec<u8>,
+    wire: &dyn crate::proto::Wire,
+    payload_len: usize,
+) {
+    match op {
+        NatsOp::Msg(p) => acct.message(wire.find_stamp(p, payload_len)),
+        NatsOp::Pong => {
+            *joined = true;
+            acct.st.events += 1;
+        }
+        NatsOp::Ping => {
+            ws::client_frame(ws::OP_BINARY, b"PONG\r\n", pong);
+            acct.st.events += 1;
+        }
+        NatsOp::Other(_) => acct.st.events += 1,
+        NatsOp::Err(line) => {
+            acct.st.events += 1;
+            *acct
+                .st
+                .server_errors
+                .entry(String::from_utf8_lossy(line).into_owned())
+                .or_default() += 1;
+        }
     }
 }

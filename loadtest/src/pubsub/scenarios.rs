@@ -351,6 +351,7 @@ pub fn spread(a: SpreadArgs) -> anyhow::Result<()> {
 }
 
 pub fn push(a: PushArgs) -> anyhow::Result<()> {
+    a.common.proto.require_itty("push")?;
     if a.channels == 0 || a.http_connections < a.channels || a.pipeline == 0 {
         anyhow::bail!(
             "--channels and --pipeline must be at least 1, --http-connections at least --channels"
@@ -389,7 +390,10 @@ fn run_once(s: &Scenario, knob: f64, prefix: &str) -> anyhow::Result<(Summary, V
     r.add("scenario", s.name);
     (s.params)(&mut r, knob);
     let mut summary = summary::summarize(r, &cfg, &outcome);
-    if s.publishers > 0 && total / s.publishers as f64 > RELAY_MSGS_PER_CONN_PER_S {
+    if cfg.wire.name() == "itty"
+        && s.publishers > 0
+        && total / s.publishers as f64 > RELAY_MSGS_PER_CONN_PER_S
+    {
         summary.notes.push(format!(
             "each publisher sends {:.0} msg/s; itty-relay limits a connection to {} msg/s by \
              default (burst 100, then error events and a 1008 kick): raise the relay's \

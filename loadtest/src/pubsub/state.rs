@@ -137,8 +137,12 @@ pub struct ExecStats {
     pub tick: Histogram<u64>,
     /// Deliveries without a readable stamp.
     pub unstamped: u64,
-    /// Join/leave/error events (skipped).
+    /// Join/leave/error events, NATS control lines (skipped).
     pub events: u64,
+    /// A member's own messages the relay sent back (nchan; skipped).
+    pub own_echoes: u64,
+    /// Protocol errors the server reported (NATS `-ERR`), by line.
+    pub server_errors: BTreeMap<String, u64>,
     /// Binary or continuation frames (none expected).
     pub other_frames: u64,
     /// Sequence numbers skipped at a member (lost mid-stream).
@@ -172,6 +176,10 @@ impl ExecStats {
         let _ = self.lag.add(&s.lag);
         self.unstamped += s.unstamped;
         self.events += s.events;
+        self.own_echoes += s.own_echoes;
+        for (k, v) in &s.server_errors {
+            *self.server_errors.entry(k.clone()).or_default() += v;
+        }
         self.other_frames += s.other_frames;
         self.gaps += s.gaps;
         self.reorders += s.reorders;
@@ -202,6 +210,8 @@ impl ExecStats {
             tick: histogram(),
             unstamped: 0,
             events: 0,
+            own_echoes: 0,
+            server_errors: BTreeMap::new(),
             other_frames: 0,
             gaps: 0,
             reorders: 0,

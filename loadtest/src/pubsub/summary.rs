@@ -24,6 +24,11 @@ pub struct KeyFigures {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub lost: i64,
+    /// Deliveries the published messages owed.
+    pub expected: u64,
+    /// Sequence numbers skipped / gone backwards at members.
+    pub gaps: u64,
+    pub reorders: u64,
     pub unsent: u64,
     pub disconnects: u64,
     pub failed: usize,
@@ -31,6 +36,8 @@ pub struct KeyFigures {
     pub saturated: bool,
     pub stalled: bool,
     pub relay_cpu_s_per_million: Option<f64>,
+    /// The relay's cpu over the publishing window, in cores.
+    pub relay_util: Option<f64>,
 }
 
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
@@ -118,6 +125,19 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         },
     );
     r.add("events_skipped", total.events);
+    r.add("own_echoes_skipped", total.own_echoes);
+    if !total.server_errors.is_empty() {
+        let parts: Vec<String> = total
+            .server_errors
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}"))
+            .collect();
+        r.add_with_text(
+            "server_errors",
+            json!(total.server_errors),
+            parts.join("; "),
+        );
+    }
     r.add(
         "deliveries_per_read",
         opt((total.reads > 0).then(|| round3(total.delivered as f64 / total.reads as f64))),
@@ -234,12 +254,14 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
 
     // The relay's cpu, when its pid was given.
     let mut relay_per_million = None;
+    let mut relay_util = None;
     match (m.relay_cpu_start, m.relay_cpu_end) {
         (Some(a), Some(b)) => {
             let cpu_s = (b - a) as f64 / 1e9;
             let util = m
                 .relay_cpu_end_publishing
                 .map(|p| (p - a) as f64 / 1e9 / duration_s);
+            relay_util = util;
             relay_per_million =
                 (total.delivered > 0).then(|| round3(cpu_s / total.delivered as f64 * 1e6));
             r.add("relay_cpu_s", round3(cpu_s));
@@ -298,6 +320,9 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         p50_ms: ms(&total.latency, 0.5),
         p99_ms: ms(&total.latency, 0.99),
         lost: if o.external_source { 0 } else { lost },
+        expected: total.expected,
+        gaps: total.gaps,
+        reorders: total.reorders,
         unsent: total.unsent,
         disconnects,
         failed: setup.failed,
@@ -305,6 +330,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         saturated,
         stalled,
         relay_cpu_s_per_million: relay_per_million,
+        relay_util: relay_util.map(round3),
     };
     Summary {
         report: r,
