@@ -90,7 +90,7 @@ pub trait Wire: Send + Sync {
 pub enum Proto {
     /// itty-sockets: itty-relay, the public service, the Node relay.
     Itty,
-    /// nginx + nchan (`nchan_pubsub websocket` at /c/<channel>).
+    /// nginx + nchan (`nchan_pubsub websocket` at `/c/<channel>`).
     Nchan,
     /// nats-server's WebSocket listener (NATS text protocol in binary frames).
     Nats,
