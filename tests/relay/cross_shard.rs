@@ -45,22 +45,28 @@ fn members_on_both_shards_see_each_other() {
         let channel = relay.channel_owned_by(owner, &unique("both"));
         let mut on0 = relay.join_on(ShardId(0), &format!("/c/{channel}?announce=true"));
         let mut on1 = relay.join_on(ShardId(1), &format!("/c/{channel}?announce=true"));
-        // on0 may have seen extra joins/leaves from placement attempts.
+        // on0 may see extra joins/leaves from placement attempts, and one
+        // of those may still be leaving when on1 joins (its leave and on1's
+        // join reach the owner from different shards, in either order).
         let join = loop {
             let e = on0.recv_event("join");
             if e["uid"] == on1.uid.as_str() {
                 break e;
             }
         };
-        assert_eq!(join["total"], 2);
+        assert!(join["total"] == 2 || join["total"] == 3, "{join}");
         on0.send("\"from 0\"");
         assert_eq!(on1.recv_message()["message"], "from 0");
         on1.send(&format!("\u{1F}{}\u{1F}\"dm from 1\"", on0.uid));
         assert_eq!(on0.recv_message()["message"], "dm from 1");
         let uid1 = on1.uid.clone();
         on1.close();
-        let leave = on0.recv_event("leave");
-        assert_eq!(leave["uid"], uid1.as_str());
+        let leave = loop {
+            let e = on0.recv_event("leave");
+            if e["uid"] == uid1.as_str() {
+                break e;
+            }
+        };
         assert_eq!(leave["total"], 1);
     }
 }

@@ -103,7 +103,9 @@ impl Relay {
             if client.shard == shard {
                 return client;
             }
-            client.close();
+            // Wait for the server's close: by then it has sent this
+            // attempt's leave, so the attempt does not linger as a member.
+            client.close_and_wait();
         }
         panic!("no connection landed on {shard:?} in 64 attempts");
     }
@@ -292,6 +294,19 @@ impl Client {
                 Ok(Message::Close(None)) => return (1005, String::new()),
                 Ok(_) => continue,
                 Err(e) => panic!("expected a close frame, got error {e}"),
+            }
+        }
+    }
+
+    /// Closes and reads until the server's answering close (or EOF).
+    pub fn close_and_wait(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(_) => continue,
             }
         }
     }
