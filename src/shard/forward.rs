@@ -164,3 +164,38 @@ impl PeerLink {
         .await
     }
 }
+
+/// A one-time answer from another shard, awaited by one task here.
+pub struct ReplySlot<T> {
+    value: Cell<Option<T>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl<T> Default for ReplySlot<T> {
+    fn default() -> Self {
+        ReplySlot {
+            value: Cell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+}
+
+impl<T> ReplySlot<T> {
+    pub fn set(&self, value: T) {
+        self.value.set(Some(value));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) -> T {
+        std::future::poll_fn(|cx| match self.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

@@ -8,6 +8,7 @@
 //! fan-out never touches the registry, so the owner may fan out while it
 //! holds it.
 
+mod admission;
 pub mod forward;
 pub mod listener;
 mod owner;
@@ -20,11 +21,11 @@ use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
 use crate::limits::FORWARD_CONGESTED;
-use crate::metrics::{Metrics, ShardCounters, UpgradeRefusal};
+use crate::metrics::{Metrics, ShardCounters};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
 use crate::pubsub::registry::{token_owner, Registry};
-use crate::ratelimit::{BanList, IpBuckets, IpKey, Rate, Refused};
+use crate::ratelimit::{BanList, IpBuckets, Rate};
 use crate::router::{route, Route};
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -33,9 +34,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::Instant;
 
+pub use admission::Admission;
+use forward::ReplySlot;
 pub use run::{run, ShardWiring, CONTROL_RELOAD, CONTROL_SHUTDOWN};
 
 /// Every shard's congestion flag (see `Shard::forward_room`).
@@ -104,47 +106,6 @@ pub struct Shard {
     pending_pushes: RefCell<AHashMap<u64, Rc<ReplySlot<u32>>>>,
     /// Push requests issued so far (their ids).
     pushes_issued: Cell<u64>,
-}
-
-/// A one-time answer from another shard, awaited by one task here.
-pub struct ReplySlot<T> {
-    value: Cell<Option<T>>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl<T> ReplySlot<T> {
-    fn new() -> ReplySlot<T> {
-        ReplySlot {
-            value: Cell::new(None),
-            waker: Cell::new(None),
-        }
-    }
-
-    fn set(&self, value: T) {
-        self.value.set(Some(value));
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) -> T {
-        std::future::poll_fn(|cx| match self.value.take() {
-            Some(v) => Poll::Ready(v),
-            None => {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-/// Why an upgrade or a push is refused before anything else happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admission {
-    pub status: u16,
-    pub retry_after_secs: Option<u64>,
-    pub body: &'static str,
 }
 
 impl Shard {
@@ -250,62 +211,6 @@ impl Shard {
         *self.namespaces.borrow_mut() = namespaces;
     }
 
-    // ---- admission: per-IP limits, bans, the connection cap ----
-
-    /// Whether a WebSocket upgrade from `ip` may go on: not banned, within
-    /// its rate, and the shard not full (PROTOCOL.md section 8).
-    pub fn admit_upgrade(&self, ip: IpKey) -> Result<(), Admission> {
-        let now = self.now_ns();
-        let checked = self
-            .bans
-            .borrow()
-            .check(ip, now)
-            .and_then(|()| self.upgrade_buckets.borrow_mut().take(ip, now));
-        let c = self.counters();
-        match checked {
-            Err(Refused::Banned { retry_after_secs }) => {
-                c.count_upgrade_refused(UpgradeRefusal::Banned);
-                Err(Admission {
-                    status: 429,
-                    retry_after_secs: Some(retry_after_secs),
-                    body: "banned for going on over the message rate limit\n",
-                })
-            }
-            Err(refused) => {
-                c.count_upgrade_refused(UpgradeRefusal::RateLimited);
-                Err(Admission {
-                    status: 429,
-                    retry_after_secs: Some(retry_after(refused)),
-                    body: "too many connections from this address\n",
-                })
-            }
-            Ok(()) if self.open_conns() >= self.config.connections_per_shard_max => {
-                c.count_upgrade_refused(UpgradeRefusal::ShardFull);
-                Err(Admission {
-                    status: 503,
-                    retry_after_secs: Some(1),
-                    body: "server is full\n",
-                })
-            }
-            Ok(()) => Ok(()),
-        }
-    }
-
-    /// Takes a push token for `ip`; `Err(retry_after_secs)` when over.
-    pub fn admit_push(&self, ip: IpKey) -> Result<(), u64> {
-        self.push_buckets
-            .borrow_mut()
-            .take(ip, self.now_ns())
-            .map_err(retry_after)
-    }
-
-    /// Bans `ip` on this shard for `ban_duration_ms` (after a kick).
-    pub fn ban(&self, ip: IpKey) {
-        let now = self.now_ns();
-        let until = now + self.config.ban_duration_ms * 1_000_000;
-        self.bans.borrow_mut().ban(ip, until, now);
-        self.counters().bans.incr();
-    }
     // ---- connections (home side) ----
 
     /// A new connection: its id, uid and handle, registered with the shard.
@@ -389,7 +294,7 @@ impl Shard {
     pub async fn push(&self, channel: &str, payload: Bytes) -> Option<u32> {
         let request = self.pushes_issued.get();
         self.pushes_issued.set(request + 1);
-        let slot = Rc::new(ReplySlot::new());
+        let slot = Rc::new(ReplySlot::default());
         self.pending_pushes
             .borrow_mut()
             .insert(request, slot.clone());
@@ -704,15 +609,5 @@ impl Shard {
 
     fn open_sockets(&self) -> usize {
         self.sockets_open.get()
-    }
-}
-
-/// `Retry-After` seconds for a refusal.
-fn retry_after(refused: Refused) -> u64 {
-    match refused {
-        Refused::RateLimited { retry_after_secs } | Refused::Banned { retry_after_secs } => {
-            retry_after_secs
-        }
-        Refused::TableFull => 1,
     }
 }
