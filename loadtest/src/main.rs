@@ -14,7 +14,7 @@
 //! - `connect.rs`: `connect`, connections opened and joined per second.
 //! - `ceiling.rs`: a trivial in-process server that blasts frames, to
 //!   measure what the generator itself can receive.
-//! - `proto.rs`: the relay's wire specifics behind the `Wire` trait.
+//! - `proto/`: the relay's wire specifics behind the `Wire` trait (`nats.rs`: the NATS stream).
 //! - `ws.rs` (frames, handshake), `net.rs` (source addresses, fd limit),
 //!   `sys.rs` (clocks, cpu, memory, /proc), `report.rs`, `sweep.rs`,
 //!   `plot.rs`.
