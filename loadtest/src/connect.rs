@@ -540,17 +540,11 @@ async fn connect_and_join(
             }
             start += total;
         }
-        if start == filled {
-            (start, filled) = (0, 0);
-        } else if filled == buf.len() {
-            buf.copy_within(start..filled, 0);
-            filled -= start;
-            start = 0;
-            if filled == buf.len() {
-                return Err(SetupError::BadHandshake(
-                    "frame before own join too large".into(),
-                ));
-            }
+        ws::compact(&mut buf, &mut start, &mut filled);
+        if filled == buf.len() {
+            return Err(SetupError::BadHandshake(
+                "frame before own join too large".into(),
+            ));
         }
         match stream.read(&mut buf[filled..]).await {
             Ok(0) => return Err(SetupError::ClosedBeforeJoin("eof".into())),

@@ -156,6 +156,20 @@ pub async fn handshake(
 }
 
 /// Appends one complete masked client frame (FIN set) to `out`.
+/// Makes room in a read buffer holding unread bytes at `start..filled`:
+/// forgets them all when everything was read, and moves them to the front
+/// when the buffer is full. Still full afterwards: one frame is larger than
+/// the buffer.
+pub fn compact(buf: &mut [u8], start: &mut usize, filled: &mut usize) {
+    if *start == *filled {
+        (*start, *filled) = (0, 0);
+    } else if *filled == buf.len() {
+        buf.copy_within(*start..*filled, 0);
+        *filled -= *start;
+        *start = 0;
+    }
+}
+
 pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     client_frame_parts(opcode, &[payload], out);
 }

@@ -386,6 +386,21 @@ pub async fn sleep_until(shared: &Shared, at: u64) -> bool {
     !shared.stop.load(Relaxed)
 }
 
+/// The due time of the publisher's next message, once it has come; `None`
+/// when the publisher is done: every message went out, it fell too far
+/// behind (the rest counted as unsent), or the run stopped.
+pub async fn next_due(local: &Local, sched: &Schedule) -> Option<u64> {
+    let at = match sched.next(sys::now_ns()) {
+        Due::At(at) => at,
+        Due::Done => return None,
+        Due::GiveUp(unsent) => {
+            local.stats.borrow_mut().unsent += unsent;
+            return None;
+        }
+    };
+    sleep_until(&local.shared, at).await.then_some(at)
+}
+
 /// A WebSocket publisher: one frame per message, one write per frame.
 pub async fn publish_ws(local: Rc<Local>, spec: ConnSpec, p: u32, mut writer: Writer) {
     let shared = local.shared.clone();
@@ -397,17 +412,9 @@ pub async fn publish_ws(local: Rc<Local>, spec: ConnSpec, p: u32, mut writer: Wr
     let mut payload = PayloadBuilder::new(shared.payload_bytes);
     let mut frame = Vec::with_capacity(shared.payload_bytes + 64);
     loop {
-        let at = match sched.next(sys::now_ns()) {
-            Due::At(at) => at,
-            Due::Done => break,
-            Due::GiveUp(unsent) => {
-                local.stats.borrow_mut().unsent += unsent;
-                break;
-            }
-        };
-        if !sleep_until(&shared, at).await {
+        let Some(at) = next_due(&local, &sched).await else {
             break;
-        }
+        };
         frame.clear();
         let body = payload.payload(p as u64, sched.k, at);
         shared.wire.publish_frame(&channel.name, body, &mut frame);

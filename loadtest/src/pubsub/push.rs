@@ -4,7 +4,7 @@
 //! second task: status counted, `recipients` summed, latency recorded from
 //! the request's scheduled time.
 
-use super::exec::{sleep_until, timed, wait_for_t0, Due, PayloadBuilder, Schedule};
+use super::exec::{next_due, timed, wait_for_t0, PayloadBuilder, Schedule};
 use super::state::*;
 use crate::net;
 use crate::sys;
@@ -118,17 +118,9 @@ pub async fn push_publisher(local: Rc<Local>, p: u32) {
     let mut payload = PayloadBuilder::new(shared.payload_bytes);
     let mut request = Vec::with_capacity(shared.payload_bytes + 256);
     loop {
-        let at = match sched.next(sys::now_ns()) {
-            Due::At(at) => at,
-            Due::Done => break,
-            Due::GiveUp(unsent) => {
-                local.stats.borrow_mut().unsent += unsent;
-                break;
-            }
-        };
-        if !sleep_until(&shared, at).await {
+        let Some(at) = next_due(&local, &sched).await else {
             break;
-        }
+        };
         // A full window holds the request back; it counts as late, not lost.
         // (`acquire` takes the unit for good; the reader `signal`s it back.)
         if window.acquire(1).await.is_err() {
@@ -188,13 +180,7 @@ async fn read_responses(
             Ok(None) => {}
             Err(e) => break e,
         }
-        if start == filled {
-            (start, filled) = (0, 0);
-        } else if filled == buf.len() {
-            buf.copy_within(start..filled, 0);
-            filled -= start;
-            start = 0;
-        }
+        crate::ws::compact(&mut buf, &mut start, &mut filled);
         if filled == buf.len() {
             break "response too large".to_owned();
         }
