@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     let server = Server::start(config.clone()).context("starting the relay")?;
+    raise_open_files_limit((server.shards() * config.connections_per_shard_max) as u64);
     let mut running = config;
     for signal in signals.forever() {
         if signal != SIGHUP {
@@ -73,6 +74,35 @@ fn abort_on_panic() {
         tracing::error!("a shard panicked; aborting the process");
         std::process::abort();
     }));
+}
+
+/// Every connection is a file descriptor: raise the soft open-files limit
+/// to the hard one (as nginx's `worker_rlimit_nofile` or Go's runtime do),
+/// and say so when even that is below what the connection caps allow.
+fn raise_open_files_limit(connections_max: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !raised {
+        tracing::warn!("could not raise the open-files limit");
+    } else if lim.rlim_cur < connections_max {
+        tracing::warn!(
+            open_files_max = lim.rlim_cur,
+            connections_max,
+            "the open-files limit is below the connection caps: connections past it are \
+             refused by the kernel (see tuning/README.md, nofile)"
+        );
+    } else {
+        tracing::info!(open_files_max = lim.rlim_cur, "open-files limit");
+    }
 }
 
 fn init_logging(default: &str) {

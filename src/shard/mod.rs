@@ -20,7 +20,7 @@ use crate::conn::handle::{ConnHandle, Pushed};
 use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
-use crate::limits::FORWARD_CONGESTED;
+use crate::limits::{FORWARD_CONGESTED, TRIM_AFTER_SOCKETS_CLOSED};
 use crate::metrics::{Metrics, ShardCounters};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
@@ -49,6 +49,27 @@ pub struct SocketGuard(Rc<Shard>);
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.0.sockets_open.set(self.0.sockets_open.get() - 1);
+        let closed = &self.0.sockets_closed_since_trim;
+        closed.set(closed.get() + 1);
+    }
+}
+
+/// Hands the allocator's free pages back to the kernel, so that memory
+/// returns to its baseline after a crowd of connections has left. glibc
+/// keeps freed memory in its arenas and gives back only the top of each
+/// heap on its own; `malloc_trim` releases every free page. It locks each
+/// arena in turn (a few ms for a heap of 100 MB), so the sweep calls it only
+/// once many sockets closed and most of a crowd has left.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let started = Instant::now();
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe { libc::malloc_trim(0) };
+        tracing::debug!(
+            took_us = started.elapsed().as_micros() as u64,
+            "released free memory"
+        );
     }
 }
 
@@ -87,6 +108,10 @@ pub struct Shard {
     /// Accepted sockets still being served (HTTP phase or WebSocket); the
     /// drain waits for them so none is left behind unanswered.
     sockets_open: Cell<usize>,
+    /// Sockets closed since the last `release_free_memory`, and the most
+    /// open at once since then (see `sweep`).
+    sockets_closed_since_trim: Cell<usize>,
+    sockets_peak_since_trim: Cell<usize>,
     /// One flag per shard, each written only by its shard: set while that
     /// shard has a congested forward link (see `forward_room`).
     congested: Congestion,
@@ -146,6 +171,8 @@ impl Shard {
             started: Instant::now(),
             draining: Cell::new(false),
             sockets_open: Cell::new(0),
+            sockets_closed_since_trim: Cell::new(0),
+            sockets_peak_since_trim: Cell::new(0),
             congested,
             stopping: Cell::new(false),
             stop_wakers: RefCell::default(),
@@ -520,6 +547,16 @@ impl Shard {
         self.upgrade_buckets.borrow_mut().prune(now_ns);
         self.push_buckets.borrow_mut().prune(now_ns);
         self.bans.borrow_mut().prune(now_ns);
+        // After a crowd left (many closed, at most half of the peak still
+        // open), not under steady churn, where freed memory is reused.
+        let open = self.sockets_open.get();
+        if self.sockets_closed_since_trim.get() >= TRIM_AFTER_SOCKETS_CLOSED
+            && open * 2 <= self.sockets_peak_since_trim.get()
+        {
+            release_free_memory();
+            self.sockets_closed_since_trim.set(0);
+            self.sockets_peak_since_trim.set(open);
+        }
     }
 
     /// Starts the drain: every connection gets 1001 after its queue.
@@ -603,7 +640,10 @@ impl Shard {
 
     /// Counts an accepted socket until the returned guard drops.
     pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
-        self.sockets_open.set(self.sockets_open.get() + 1);
+        let open = self.sockets_open.get() + 1;
+        self.sockets_open.set(open);
+        let peak = &self.sockets_peak_since_trim;
+        peak.set(peak.get().max(open));
         SocketGuard(self.clone())
     }
 

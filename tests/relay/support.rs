@@ -199,6 +199,21 @@ impl Relay {
     }
 }
 
+/// Raises this process's soft open-files limit to the hard one; returns it.
+pub fn raise_nofile_to_hard() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_max
+}
+
 /// The `itty-relay` binary.
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_itty-relay"))
