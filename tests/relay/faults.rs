@@ -1,8 +1,111 @@
-//! Slow consumers, silent clients, slow handshakes and shutdown.
+//! Slow consumers, silent and vanished clients, slow handshakes, hostile
+//! bytes and shutdown. Each prints its figure (`--nocapture` shows it).
 
 use crate::support::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+/// A raw member of `channel` with a 4 KiB receive buffer that reads its
+/// head and own join, then never reads again.
+fn stalled_member(addr: std::net::SocketAddr, path: &str) -> Raw {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .write_all(Raw::handshake_request(path).as_bytes())
+        .unwrap();
+    let mut raw = Raw { stream };
+    raw.stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    raw.read_head();
+    raw.read_json();
+    raw
+}
+
+#[test]
+fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_else_loses() {
+    // 16 MiB of queue, 32 KiB messages at 400 a second (12.5 MiB/s): the
+    // stalled member's queue passes its bound about 1.3 s after it stops.
+    const QUEUE_MAX: usize = 16 << 20;
+    const MESSAGE: usize = 32 << 10;
+    const RATE: u64 = 400;
+    let process = spawn_relay(&[
+        "--outgoing-queue-bytes-max",
+        &QUEUE_MAX.to_string(),
+        "--messages-per-conn-per-sec",
+        "1000000",
+        "--messages-per-conn-burst",
+        "1000000",
+    ]);
+    let relay = &process.relay;
+    let channel = unique("stall");
+    let path = format!("/c/{channel}?announce=true");
+    let mut stalled = stalled_member(relay.addr, &path);
+    let mut reader = relay.join(&format!("/c/{channel}"));
+    let mut publisher = relay.join(&format!("/c/{channel}"));
+    reader.recv_event("join");
+    let baseline = process.rss_kib();
+
+    // Publish at a steady pace from another thread; the reader keeps up.
+    let payload = format!("\"{}\"", "x".repeat(MESSAGE - 2));
+    let started = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(3) {
+            let due = started + Duration::from_micros(sent * 1_000_000 / RATE);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            publisher.send(&payload);
+            sent += 1;
+        }
+        (sent, publisher)
+    });
+    let (mut received, mut cut_after, mut peak) = (0u64, None, baseline);
+    while !pacer.is_finished() || received < 1 {
+        let v = reader.recv();
+        match v["type"].as_str() {
+            Some("leave") => cut_after = Some(started.elapsed()),
+            Some(_) => {}
+            None => received += 1,
+        }
+        if cut_after.is_none() && received % 16 == 0 {
+            peak = peak.max(process.rss_kib());
+        }
+    }
+    let (sent, _publisher) = pacer.join().unwrap();
+    while received < sent {
+        if reader.recv().get("message").is_some() {
+            received += 1;
+        }
+    }
+    let cut_after = cut_after.expect("the stalled member's leave went out");
+    let released = {
+        std::thread::sleep(Duration::from_millis(500));
+        process.rss_kib()
+    };
+    eprintln!(
+        "stalled reader: cut {:.2} s after publishing began (bound {QUEUE_MAX} bytes at {} bytes/s: \
+         {:.2} s); relay RSS {baseline} KiB before, {peak} KiB at most while it stalled, \
+         {released} KiB after the cut; the other reader got {received} of {sent}",
+        cut_after.as_secs_f64(),
+        RATE as usize * MESSAGE,
+        QUEUE_MAX as f64 / (RATE as usize * MESSAGE) as f64,
+    );
+    assert_eq!(received, sent, "the other member lost nothing");
+    let expected = QUEUE_MAX as f64 / (RATE as usize * MESSAGE) as f64;
+    assert!(
+        cut_after.as_secs_f64() < expected + 1.0,
+        "cut within the time its bound allows (+1 s)"
+    );
+    assert!(
+        peak > baseline + (QUEUE_MAX / 1024 / 2) as u64,
+        "the queue was held while it stalled"
+    );
+    assert!(
+        released < baseline + (QUEUE_MAX / 1024 / 4) as u64,
+        "the queue's memory was released"
+    );
+    assert_eq!(stalled.read_close_code(), 1008);
+}
 
 #[test]
 fn slow_consumer_is_dropped_while_the_others_get_every_message() {
@@ -86,42 +189,170 @@ fn slow_consumer_is_dropped_while_the_others_get_every_message() {
 }
 
 #[test]
-fn silent_client_is_pinged_then_dropped_and_its_leave_goes_out() {
+fn clients_that_vanish_leave_within_the_liveness_timeout_and_their_leaves_go_out() {
+    const PING_MS: u64 = 300;
+    const IDLE_MS: u64 = 1500;
     let relay = relay_with(|c| {
-        c.ping_interval_ms = 300;
-        c.idle_timeout_ms = 1500;
+        c.ping_interval_ms = PING_MS;
+        c.idle_timeout_ms = IDLE_MS;
     });
-    let channel = unique("idle");
+    let channel = unique("vanish");
+    let path = format!("/c/{channel}?announce=true");
     let mut watcher = relay.join(&format!("/c/{channel}"));
-    let mut silent = Raw::upgrade(relay.addr, &format!("/c/{channel}?announce=true"));
-    let uid = silent.read_json()["uid"].as_str().unwrap().to_owned();
-    assert_eq!(watcher.recv_event("join")["uid"], uid.as_str());
-    // The silent client reads its ping but never answers.
-    assert_eq!(silent.read_frame().0, 9, "a ping after the ping interval");
+    let joined = |watcher: &mut Client| {
+        watcher.recv_event("join")["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // 1. A socket reset: SO_LINGER 0, then closed, so the kernel sends RST.
+    let reset = Raw::upgrade(relay.addr, &path);
+    let reset_uid = joined(&mut watcher);
+    socket2::SockRef::from(&reset.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     let started = Instant::now();
+    drop(reset);
+    assert_eq!(watcher.recv_event("leave")["uid"], reset_uid.as_str());
+    let reset_took = started.elapsed();
+
+    // 2. A process killed (SIGKILL) with the join event unread in its
+    // socket: its kernel tears the connection down.
+    let handshake = Raw::handshake_request(&path);
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+             s.sendall(sys.argv[2].encode())\n\
+             s.recv(1)\n\
+             print('joined', flush=True)\n\
+             time.sleep(60)\n",
+        )
+        .arg(relay.addr.port().to_string())
+        .arg(&handshake)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "joined");
+    let killed_uid = joined(&mut watcher);
+    let started = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(watcher.recv_event("leave")["uid"], killed_uid.as_str());
+    let killed_took = started.elapsed();
+
+    // 3. A peer that goes silent (a host gone, a cable pulled): no FIN, no
+    // RST. It is pinged after the ping interval and dropped at the idle
+    // timeout.
+    let mut silent = Raw::upgrade(relay.addr, &path);
+    silent.read_json();
+    let silent_uid = joined(&mut watcher);
+    let started = Instant::now();
+    assert_eq!(silent.read_frame().0, 9, "a ping after the ping interval");
     // The watcher answers pings (tungstenite does, while reading), so only
     // the silent client leaves.
-    let leave = watcher.recv_event("leave");
-    assert_eq!(leave["uid"], uid.as_str());
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(watcher.recv_event("leave")["uid"], silent_uid.as_str());
+    let silent_took = started.elapsed();
+
+    eprintln!(
+        "vanished clients: reset left after {:.1} ms, killed process after {:.1} ms, \
+         silent peer after {:.2} s (ping {PING_MS} ms, idle timeout {IDLE_MS} ms, sweep 1 s)",
+        reset_took.as_secs_f64() * 1000.0,
+        killed_took.as_secs_f64() * 1000.0,
+        silent_took.as_secs_f64()
+    );
+    assert!(reset_took < Duration::from_secs(1));
+    assert!(killed_took < Duration::from_secs(1));
+    assert!(silent_took >= Duration::from_millis(IDLE_MS - 100));
+    assert!(silent_took < Duration::from_millis(IDLE_MS + 2000));
     watcher.send("\"still here\"");
     let again = relay.join(&format!("/c/{channel}"));
-    assert_eq!(again.join_event["total"], 2, "the watcher was not dropped");
+    assert_eq!(again.join_event["total"], 2, "only the watcher stayed");
     again.close();
 }
 
 #[test]
-fn slow_handshake_is_cut_at_the_deadline() {
-    let relay = relay_with(|c| c.handshake_timeout_ms = 300);
-    let mut raw = Raw::connect(relay.addr);
-    raw.stream
-        .write_all(b"GET /c/room HTTP/1.1\r\nHost: t\r\n")
-        .unwrap();
+fn hundreds_of_slowloris_handshakes_are_cut_at_the_deadline_while_others_connect() {
+    const TRICKLERS: usize = 300;
+    const DEADLINE_MS: u64 = 1500;
+    let relay = relay_with(|c| c.handshake_timeout_ms = DEADLINE_MS);
+    // Each trickler sends a head one byte every 100 ms: never whole before
+    // the deadline.
+    let head = b"GET /c/slow HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    let mut tricklers: Vec<(std::net::TcpStream, Instant, Option<Duration>)> = (0..TRICKLERS)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(relay.addr).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            (stream, Instant::now(), None)
+        })
+        .collect();
+    let addr = relay.addr;
+    let channel = unique("beside-slowloris");
+    let normal = std::thread::spawn(move || {
+        // Normal clients join meanwhile, one every 50 ms.
+        let relay = Relay {
+            server: None,
+            addr,
+            shards: 2,
+        };
+        let mut slowest = Duration::ZERO;
+        for _ in 0..40 {
+            let started = Instant::now();
+            relay.join(&format!("/c/{channel}")).close();
+            slowest = slowest.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        slowest
+    });
     let started = Instant::now();
-    assert!(raw.closed_by_server());
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // Normal clients still connect meanwhile.
-    relay.join(&format!("/c/{}", unique("after-slowloris")));
+    let mut byte = 0;
+    while tricklers.iter().any(|t| t.2.is_none()) && started.elapsed() < Duration::from_secs(6) {
+        for (stream, opened, cut) in tricklers.iter_mut().filter(|t| t.2.is_none()) {
+            let mut probe = [0u8; 1];
+            let closed = match std::io::Read::read(stream, &mut probe) {
+                Ok(0) => true,
+                Ok(_) => panic!("the relay answered a head that never ended"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    stream.write(&head[byte % head.len()..][..1]).is_err()
+                }
+                Err(_) => true,
+            };
+            if closed {
+                *cut = Some(opened.elapsed());
+            }
+        }
+        byte += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let slowest_join = normal.join().unwrap();
+    let cuts: Vec<Duration> = tricklers.iter().filter_map(|t| t.2).collect();
+    let (first, last) = (cuts.iter().min().unwrap(), cuts.iter().max().unwrap());
+    eprintln!(
+        "slowloris: {} of {TRICKLERS} trickling handshakes cut between {:.2} s and {:.2} s \
+         (deadline {:.1} s); 40 normal joins meanwhile, the slowest took {:.1} ms",
+        cuts.len(),
+        first.as_secs_f64(),
+        last.as_secs_f64(),
+        DEADLINE_MS as f64 / 1000.0,
+        slowest_join.as_secs_f64() * 1000.0
+    );
+    assert_eq!(cuts.len(), TRICKLERS, "every trickler was cut");
+    assert!(
+        first.as_millis() as u64 >= DEADLINE_MS - 100,
+        "none cut before the deadline"
+    );
+    assert!(
+        last.as_millis() as u64 <= DEADLINE_MS + 1500,
+        "all cut soon after the deadline"
+    );
 }
 
 #[test]
