@@ -55,6 +55,10 @@ pub const SWEEP_INTERVAL_MS: u64 = 1000;
 /// while steady churn (which reuses the freed memory) never pays for it.
 pub const TRIM_AFTER_SOCKETS_CLOSED: usize = 1024;
 
+/// Bytes of slow consumers' dropped backlogs after which the sweep also
+/// hands free memory back: four of the default 1 MiB queues.
+pub const TRIM_AFTER_BYTES_DISCARDED: usize = 4 << 20;
+
 /// Upper bound on HTTP headers the parser can hold (the configured
 /// `request_headers_max` is checked against it at startup).
 pub const HEADERS_MAX_CEILING: usize = crate::http::head::HEADERS_MAX_SUPPORTED;

@@ -236,8 +236,9 @@ impl ConnHandle {
 
     /// Drops everything queued (a slow consumer's backlog). A head frame of
     /// which `head_written` bytes already went out stays, so the stream
-    /// remains well-formed for the close frame that follows.
-    pub(crate) fn discard_queue(&self, head_written: usize) {
+    /// remains well-formed for the close frame that follows. Returns the
+    /// bytes dropped.
+    pub(crate) fn discard_queue(&self, head_written: usize) -> usize {
         let mut q = self.queue.borrow_mut();
         let head = if head_written > 0 {
             q.pop_front()
@@ -247,7 +248,9 @@ impl ConnHandle {
         q.clear();
         let unsent = head.as_ref().map_or(0, |h| h.len() - head_written);
         q.extend(head);
+        let dropped = self.queued_bytes.get() - unsent;
         self.queued_bytes.set(unsent);
+        dropped
     }
 
     /// Frees what a burst made the (now empty) queue grow to. Called by the

@@ -157,7 +157,8 @@ impl Writer {
         if !reason.flushes_queue() {
             // Keep a partly written head frame so the stream stays
             // well-formed for the close frame that follows.
-            self.conn.discard_queue(self.head_written);
+            let dropped = self.conn.discard_queue(self.head_written);
+            self.shard.note_discarded(dropped);
         }
         if let Some((code, text)) = reason.close_frame() {
             self.conn.push_final(close_frame(code, text));

@@ -20,7 +20,7 @@ use crate::conn::handle::{ConnHandle, Pushed};
 use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
-use crate::limits::{FORWARD_CONGESTED, TRIM_AFTER_SOCKETS_CLOSED};
+use crate::limits::{FORWARD_CONGESTED, TRIM_AFTER_BYTES_DISCARDED, TRIM_AFTER_SOCKETS_CLOSED};
 use crate::metrics::{Metrics, ShardCounters};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
@@ -59,7 +59,7 @@ impl Drop for SocketGuard {
 /// keeps freed memory in its arenas and gives back only the top of each
 /// heap on its own; `malloc_trim` releases every free page. It locks each
 /// arena in turn (a few ms for a heap of 100 MB), so the sweep calls it only
-/// once many sockets closed and most of a crowd has left.
+/// once most of a crowd has left or big backlogs were dropped.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -112,6 +112,8 @@ pub struct Shard {
     /// open at once since then (see `sweep`).
     sockets_closed_since_trim: Cell<usize>,
     sockets_peak_since_trim: Cell<usize>,
+    /// Bytes of slow consumers' queues dropped since then.
+    bytes_discarded_since_trim: Cell<usize>,
     /// One flag per shard, each written only by its shard: set while that
     /// shard has a congested forward link (see `forward_room`).
     congested: Congestion,
@@ -173,6 +175,7 @@ impl Shard {
             sockets_open: Cell::new(0),
             sockets_closed_since_trim: Cell::new(0),
             sockets_peak_since_trim: Cell::new(0),
+            bytes_discarded_since_trim: Cell::new(0),
             congested,
             stopping: Cell::new(false),
             stop_wakers: RefCell::default(),
@@ -548,14 +551,16 @@ impl Shard {
         self.push_buckets.borrow_mut().prune(now_ns);
         self.bans.borrow_mut().prune(now_ns);
         // After a crowd left (many closed, at most half of the peak still
-        // open), not under steady churn, where freed memory is reused.
+        // open), not under steady churn, where freed memory is reused; or
+        // after slow consumers' backlogs were dropped.
         let open = self.sockets_open.get();
-        if self.sockets_closed_since_trim.get() >= TRIM_AFTER_SOCKETS_CLOSED
-            && open * 2 <= self.sockets_peak_since_trim.get()
-        {
+        let crowd_left = self.sockets_closed_since_trim.get() >= TRIM_AFTER_SOCKETS_CLOSED
+            && open * 2 <= self.sockets_peak_since_trim.get();
+        if crowd_left || self.bytes_discarded_since_trim.get() >= TRIM_AFTER_BYTES_DISCARDED {
             release_free_memory();
             self.sockets_closed_since_trim.set(0);
             self.sockets_peak_since_trim.set(open);
+            self.bytes_discarded_since_trim.set(0);
         }
     }
 
@@ -632,6 +637,12 @@ impl Shard {
             std::task::Poll::Pending
         })
         .await
+    }
+
+    /// Counts a slow consumer's dropped backlog (see `sweep`).
+    pub fn note_discarded(&self, bytes: usize) {
+        let total = &self.bytes_discarded_since_trim;
+        total.set(total.get() + bytes);
     }
 
     pub fn open_conns(&self) -> usize {

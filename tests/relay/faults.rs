@@ -5,30 +5,14 @@ use crate::support::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// A raw member of `channel` with a 4 KiB receive buffer that reads its
-/// head and own join, then never reads again.
-fn stalled_member(addr: std::net::SocketAddr, path: &str) -> Raw {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream
-        .write_all(Raw::handshake_request(path).as_bytes())
-        .unwrap();
-    let mut raw = Raw { stream };
-    raw.stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-    raw.read_head();
-    raw.read_json();
-    raw
-}
-
 #[test]
 fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_else_loses() {
-    // 16 MiB of queue, 32 KiB messages at 400 a second (12.5 MiB/s): the
-    // stalled member's queue passes its bound about 1.3 s after it stops.
-    const QUEUE_MAX: usize = 16 << 20;
+    // 8 MiB of queue, 32 KiB messages at 200 a second (6.25 MiB/s): the
+    // stalled member's queue passes its bound about 1.3 s after it stops,
+    // while the other reader (a debug build on a busy machine) keeps up.
+    const QUEUE_MAX: usize = 8 << 20;
     const MESSAGE: usize = 32 << 10;
-    const RATE: u64 = 400;
+    const RATE: u64 = 200;
     let process = spawn_relay(&[
         "--outgoing-queue-bytes-max",
         &QUEUE_MAX.to_string(),
@@ -78,10 +62,15 @@ fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_
         }
     }
     let cut_after = cut_after.expect("the stalled member's leave went out");
-    let released = {
-        std::thread::sleep(Duration::from_millis(500));
-        process.rss_kib()
-    };
+    // The lowest RSS over the next 2.5 s: the sweep (once a second) hands
+    // the dropped backlog's memory back to the kernel.
+    let released = (0..25)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            process.rss_kib()
+        })
+        .min()
+        .unwrap();
     eprintln!(
         "stalled reader: cut {:.2} s after publishing began (bound {QUEUE_MAX} bytes at {} bytes/s: \
          {:.2} s); relay RSS {baseline} KiB before, {peak} KiB at most while it stalled, \
@@ -93,8 +82,8 @@ fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_
     assert_eq!(received, sent, "the other member lost nothing");
     let expected = QUEUE_MAX as f64 / (RATE as usize * MESSAGE) as f64;
     assert!(
-        cut_after.as_secs_f64() < expected + 1.0,
-        "cut within the time its bound allows (+1 s)"
+        cut_after.as_secs_f64() < expected + 2.0,
+        "cut within the time its bound allows, give or take the kernel's buffers (+2 s)"
     );
     assert!(
         peak > baseline + (QUEUE_MAX / 1024 / 2) as u64,
@@ -105,86 +94,15 @@ fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_
         "the queue's memory was released"
     );
     assert_eq!(stalled.read_close_code(), 1008);
-}
-
-#[test]
-fn slow_consumer_is_dropped_while_the_others_get_every_message() {
-    let relay = relay_with(|c| {
-        c.message_bytes_max = 4096;
-        c.outgoing_queue_bytes_max = 64 * 1024;
-    });
-    let channel = unique("slow");
-    // The slow member: a raw socket with a small receive buffer that never
-    // reads after its join.
-    let slow = {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&relay.addr.into()).unwrap();
-        let mut stream: std::net::TcpStream = socket.into();
-        stream
-            .write_all(Raw::handshake_request(&format!("/c/{channel}?announce=true")).as_bytes())
-            .unwrap();
-        let mut raw = Raw { stream };
-        raw.stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-        raw.read_head();
-        raw.read_json();
-        raw
-    };
-    let mut reader = relay.join(&format!("/c/{channel}"));
-    let mut publisher = relay.join(&format!("/c/{channel}"));
-    reader.recv_event("join");
-
-    // Publish until the slow member is dropped (the kernel's socket buffers
-    // absorb some first), keeping the good reader drained as we go.
-    let payload = format!("\"{}\"", "x".repeat(1000));
-    let (mut sent, mut received, mut saw_leave) = (0usize, 0usize, false);
-    while !saw_leave && sent < 50_000 {
-        for _ in 0..50 {
-            publisher.send(&payload);
-            sent += 1;
-        }
-        while received < sent {
-            let v = reader.recv();
-            match v["type"].as_str() {
-                Some("leave") => saw_leave = true,
-                Some(_) => {}
-                None => received += 1,
-            }
-        }
-    }
-    assert_eq!(received, sent, "the reader got every message");
-    assert!(saw_leave, "the slow consumer's leave went out");
-    // What the slow member still finds in its socket ends with 1008 (the
-    // writer waits up to the close timeout for room to send it).
-    let mut slow = slow;
-    assert_eq!(slow.read_close_code(), 1008);
     // Counted once the socket is gone (after the close handshake timeout).
     let deadline = Instant::now() + Duration::from_secs(10);
-    let dropped = loop {
-        let text = relay.metrics();
-        let dropped: u64 = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("itty_connections_closed_total") && l.contains("slow_consumer")
-            })
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-            .sum();
-        if dropped > 0 || Instant::now() > deadline {
-            break dropped;
-        }
+    while relay.metric_labelled("connections_closed_total", "reason", "slow_consumer") == 0 {
+        assert!(Instant::now() < deadline, "{}", relay.metrics());
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     assert_eq!(
-        dropped,
-        1,
-        "{}",
-        relay
-            .metrics()
-            .lines()
-            .filter(|l| l.starts_with("itty_connections_closed") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        relay.metric_labelled("connections_closed_total", "reason", "slow_consumer"),
+        1
     );
 }
 
@@ -390,6 +308,109 @@ fn shutdown_sends_1001_turns_health_503_and_exits_in_time() {
         std::net::TcpStream::connect(addr).is_err(),
         "no longer listening"
     );
+}
+
+#[test]
+fn sigterm_under_load_gives_every_client_1001_and_exits_within_the_drain() {
+    const CHANNELS: usize = 10;
+    const READERS_PER_CHANNEL: usize = 20;
+    const DRAIN_MS: u64 = 3000;
+    let mut process = spawn_relay(&[
+        "--upgrades-per-ip-per-sec",
+        "1000000",
+        "--upgrades-per-ip-burst",
+        "1000000",
+        "--messages-per-conn-per-sec",
+        "1000000",
+        "--messages-per-conn-burst",
+        "1000000",
+        "--close-timeout-ms",
+        "1000",
+        "--shutdown-timeout-ms",
+        &DRAIN_MS.to_string(),
+    ]);
+    let addr = process.relay.addr;
+    let prefix = unique("term");
+    let mut readers: Vec<Raw> = (0..CHANNELS * READERS_PER_CHANNEL)
+        .map(|i| {
+            let mut raw = Raw::upgrade(addr, &format!("/c/{prefix}-{}", i % CHANNELS));
+            raw.read_json();
+            raw
+        })
+        .collect();
+    // One publisher per channel, each sending 500 messages a second until
+    // its socket fails, then reading what is left up to its close frame.
+    let publishers: Vec<_> = (0..CHANNELS)
+        .map(|c| {
+            let mut raw = Raw::upgrade(addr, &format!("/c/{prefix}-{c}"));
+            raw.read_json();
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                let started = Instant::now();
+                loop {
+                    let frame = Raw::frame(
+                        true,
+                        1,
+                        format!("{{\"n\":{sent}}}").as_bytes(),
+                        Some([1, 2, 3, 4]),
+                    );
+                    if raw.stream.write_all(&frame).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    let due = started + Duration::from_millis(sent * 2);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    if started.elapsed() > Duration::from_secs(10) {
+                        break;
+                    }
+                }
+                (sent, raw.read_close_code())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let open_before = process.relay.metric_sum("itty_connections_open");
+    let signalled = Instant::now();
+    process.signal(libc::SIGTERM);
+    let status = process.wait_exit(Duration::from_millis(DRAIN_MS + 2000));
+    let exited_after = signalled.elapsed();
+
+    let mut codes = std::collections::BTreeMap::new();
+    let mut delivered = 0u64;
+    for reader in &mut readers {
+        let code = loop {
+            let (opcode, payload) = reader.read_frame();
+            match opcode {
+                8 => break u16::from_be_bytes([payload[0], payload[1]]),
+                1 => delivered += 1,
+                _ => {}
+            }
+        };
+        *codes.entry(code).or_insert(0usize) += 1;
+    }
+    let mut published = 0;
+    for publisher in publishers {
+        let (sent, code) = publisher.join().unwrap();
+        published += sent;
+        *codes.entry(code).or_insert(0usize) += 1;
+    }
+    let log = process.rest_of_log();
+    eprintln!(
+        "SIGTERM under load: {open_before} connections open, {published} messages published, \
+         {delivered} delivered; close codes {codes:?}; exited {:.2} s after the signal \
+         (drain bound {:.1} s), {status}",
+        exited_after.as_secs_f64(),
+        DRAIN_MS as f64 / 1000.0
+    );
+    assert_eq!(open_before, (CHANNELS * (READERS_PER_CHANNEL + 1)) as u64);
+    assert_eq!(
+        codes.into_iter().collect::<Vec<_>>(),
+        vec![(1001, CHANNELS * (READERS_PER_CHANNEL + 1))],
+        "every client got 1001"
+    );
+    assert!(delivered > 0, "messages were flowing");
+    assert!(status.success(), "{status}");
+    assert!(!log.iter().any(|l| l.contains("panicked")), "{log:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod cross_shard;
 mod endpoints;
 mod faults;
 mod limits;
+mod no_loss;
 mod node_client;
 mod protocol;
 mod push;

@@ -199,6 +199,23 @@ impl Relay {
     }
 }
 
+/// A raw member of `path` with a 4 KiB receive buffer that reads its
+/// head and own join, then never reads again.
+pub fn stalled_member(addr: std::net::SocketAddr, path: &str) -> Raw {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .write_all(Raw::handshake_request(path).as_bytes())
+        .unwrap();
+    let mut raw = Raw { stream };
+    raw.stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    raw.read_head();
+    raw.read_json();
+    raw
+}
+
 /// Raises this process's soft open-files limit to the hard one; returns it.
 pub fn raise_nofile_to_hard() -> u64 {
     let mut lim = libc::rlimit {
