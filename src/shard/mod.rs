@@ -13,6 +13,7 @@ pub mod forward;
 pub mod listener;
 mod owner;
 mod run;
+mod stop;
 
 use crate::access::Namespaces;
 use crate::config::Config;
@@ -117,9 +118,8 @@ pub struct Shard {
     /// One flag per shard, each written only by its shard: set while that
     /// shard has a congested forward link (see `forward_room`).
     congested: Congestion,
-    /// Set when the shard stops for good; its long-lived tasks end.
-    stopping: Cell<bool>,
-    stop_wakers: RefCell<Vec<std::task::Waker>>,
+    /// Raised when the shard stops for good; its long-lived tasks end.
+    stop: stop::StopSignal,
     /// The namespaces in force: this shard's snapshot, swapped whole when
     /// the operator reloads.
     namespaces: RefCell<Arc<Namespaces>>,
@@ -177,8 +177,7 @@ impl Shard {
             sockets_peak_since_trim: Cell::new(0),
             bytes_discarded_since_trim: Cell::new(0),
             congested,
-            stopping: Cell::new(false),
-            stop_wakers: RefCell::default(),
+            stop: stop::StopSignal::default(),
             namespaces: RefCell::new(namespaces),
             upgrade_buckets: RefCell::new(IpBuckets::new(upgrade_rate, IP_BUCKETS_ENTRIES_MAX)),
             push_buckets: RefCell::new(IpBuckets::new(push_rate, IP_BUCKETS_ENTRIES_MAX)),
@@ -576,10 +575,7 @@ impl Shard {
     /// not drop a finished executor's remaining tasks, so anything left
     /// running would keep its sockets open: the listener first of all.
     fn stop(&self) {
-        self.stopping.set(true);
-        for w in self.stop_wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.stop.stop();
         // Connections still draining at the deadline: cut them.
         for conn in self.conns.borrow().values() {
             conn.shutdown_socket();
@@ -629,14 +625,7 @@ impl Shard {
 
     /// Resolves once `stop` was called.
     pub async fn stopped(&self) {
-        std::future::poll_fn(|cx| {
-            if self.stopping.get() {
-                return std::task::Poll::Ready(());
-            }
-            self.stop_wakers.borrow_mut().push(cx.waker().clone());
-            std::task::Poll::Pending
-        })
-        .await
+        self.stop.stopped().await
     }
 
     /// Counts a slow consumer's dropped backlog (see `sweep`).
