@@ -4,7 +4,46 @@
 //! in their modules. Rates are checked per shard (buckets are per shard),
 //! placing each attempt by the per-shard counter that moved.
 //!
-//! TABLE
+//! The audit (`e::` = this file; other files named; "unit" = the module's
+//! own tests, for the internal tables and pure parsers):
+//!
+//! | limit | value (default) | accepted at the edge | refused one over |
+//! |---|---|---|---|
+//! | `message_bytes_max` (WS) | 102400 B | `e::a_message_of_message_bytes_max_is_relayed_..` (whole and fragmented) | same test: 1009, whole and fragmented; `protocol::protocol_violations_close_with_the_rfc_codes` |
+//! | `message_bytes_max` (push body) | 102400 B | `e::a_push_body_of_message_bytes_max_is_relayed_..` (length and chunked) | same test: 413; `push::a_chunked_body_over_the_limit_is_refused_with_413` |
+//! | `outgoing_queue_bytes_max` | 1 MiB | unit `conn::handle::push_queues_until_the_bound_then_ends_as_slow_consumer` (exactly the bound queued) | same unit test; `faults::slow_consumer_is_dropped_..` (1008 over the network) |
+//! | `request_head_bytes_max` | 8192 B | `e::a_head_of_request_head_bytes_max_is_served_..`; unit `http::head` | same test: 431 at 8193; unit `http::head` |
+//! | `request_headers_max` | 64 | `e::request_headers_max_headers_are_served_..`; unit `http::head` | same test: 431 at 65 |
+//! | `handshake_timeout_ms` | 10000 ms | `e::a_head_completed_within_handshake_timeout_..` (head dribbled over a third of it) | same test (unfinished head cut; push body 408); `faults::slow_handshake_is_cut_at_the_deadline` |
+//! | `ping_interval_ms` / `idle_timeout_ms` | 30000 / 75000 ms | `faults::silent_client_is_pinged_..` (the watcher answering pings stays) | same test: the silent client is pinged, then dropped with its leave |
+//! | `close_timeout_ms` | 2000 ms | `protocol::client_close_is_answered_..` (an answered close ends cleanly) | `e::after_its_close_frame_the_server_waits_close_timeout_..` |
+//! | `shutdown_timeout_ms` | 5000 ms | `binary::sigterm_drains_with_1001_..` | `faults::shutdown_sends_1001_..` (a lingering client cannot hold the drain) |
+//! | `connections_per_shard_max` | 100000 | `e::each_shard_serves_exactly_connections_per_shard_max` (2 per shard) | same test: 503 on each shard at the 3rd |
+//! | `upgrades_per_ip_per_sec` / `_burst` | 10 / 20 | `e::each_shard_takes_its_upgrade_burst_..`; unit `ratelimit::bucket_starts_full_..` | same: 429 with Retry-After; `limits::upgrades_over_the_per_ip_rate_..` |
+//! | `pushes_per_ip_per_sec` / `_burst` | 100 / 200 | `e::each_shard_takes_its_push_burst_..` | same: 429; `push::pushes_over_the_per_ip_rate_..` |
+//! | `messages_per_conn_per_sec` / `_burst` | 40 / 100 | `limits::a_flood_gets_what_the_bucket_allows_..` (exactly the burst relayed) | same test: the next one warned |
+//! | `rate_limit_warnings` | 3 | `limits::a_flood_..` (warnings 1 to 3, still open) | same test: the 4th closes 1008 |
+//! | `ban_duration_ms` | 60000 ms | `e::a_ban_refuses_upgrades_for_ban_duration_..` (101 once it ran out); unit `ratelimit::bans_hold_until_they_expire` | same test: 429 "banned" within it; `limits::a_flood_..` (Retry-After 55..60) |
+//! | `forward_queue_slots` / `forward_backlog_max` | 64 / 262144 | `cross_shard::a_flood_through_a_congested_forward_queue_loses_nothing` (1 slot, the floor) | `e::config_validation_..` (floor - 1 refused at startup) |
+//! | every other validated setting (`shards` 1024, `io_memory_bytes` 65536, rates 1..=1e9, head bytes 256..=1 MiB, headers 1..=128, timeouts > 0) | | `e::config_validation_accepts_each_setting_at_its_edge_..` | same test |
+//! | channel name | 256 B decoded | `e::a_channel_name_of_256_bytes_..` (ASCII, 2-byte UTF-8, push) | same test: 400 "channel name is longer than 256 bytes" |
+//! | alias | 64 B decoded | `e::an_alias_of_64_bytes_..` (ASCII, 2-byte UTF-8) | same test: 400; `endpoints::bad_channel_names_and_aliases_get_400` |
+//! | namespace key (`KEY_BYTES_MAX`) | 256 B | unit `access::keys_may_be_256_bytes_and_no_longer` | same unit test (config refused) |
+//! | uid | 6 base62 chars, never reused | `protocol::own_join_is_the_first_frame_..`; unit `id::uids_are_six_base62_chars_and_unique` | unit `id::uid_parse_rejects_bad_text` |
+//! | chunk-size line / trailer | 4096 / 8192 B | unit `http::body::chunk_lines_and_trailers_may_reach_their_limits_..` | same unit test (400) |
+//! | `IP_BUCKETS_ENTRIES_MAX` | 100000 per shard | unit `ratelimit::a_full_ip_table_refuses_new_addresses_..` (table of 2: the 2nd admitted) | same: the 3rd address refused (429) |
+//! | `BAN_LIST_ENTRIES_MAX` | 100000 per shard | unit `ratelimit::a_full_ban_list_drops_the_ban_closest_to_expiry` | same |
+//! | WebSocket control frames, close reasons | 125 B | unit `ws::codec_tests` (other engineer's area) | `protocol::protocol_violations_..` (1002) |
+//!
+//! Not refusal limits, so no edge to test: `WRITE_BATCH_FRAMES`,
+//! `SHARD_READ_BUFFER_BYTES` and `READ_CHUNK_BYTES` (sizes of work; a
+//! message at the 100 KiB limit crosses them in `e::a_message_..`),
+//! `SWEEP_INTERVAL_MS`, `LISTEN_BACKLOG`, `PUSH_ANSWER_TIMEOUT_MS` (503 only
+//! when an owner is stuck; not reachable from a client), `UID_SPACE`.
+//! Keys a client offers (`joinKey`, `sendKey`, `x-send-key`) have no limit
+//! of their own beyond the request head's: a longer key simply fails to
+//! match a namespace key, and an ephemeral key a creator sets is bounded by
+//! the head; refusing them at 256 bytes would be a protocol change.
 
 use crate::support::*;
 use itty_relay::Config;
