@@ -29,8 +29,9 @@ pub struct NamespaceConfig {
     pub send_key: Option<String>,
 }
 
-/// A namespace's keys; `None` means "not needed".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A namespace's keys; `None` means "not needed". Deliberately not
+/// `PartialEq`: keys are compared only through [`keys_match`].
+#[derive(Debug, Clone, Default)]
 pub struct Keys {
     pub join_key: Option<Box<str>>,
     pub send_key: Option<Box<str>>,
@@ -62,7 +63,7 @@ const BOUNDARIES: [u8; 2] = [b':', b'/'];
 pub const KEY_BYTES_MAX: usize = 256;
 
 /// The namespaces in force on a shard, by prefix.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Namespaces {
     by_prefix: AHashMap<Box<str>, Keys>,
 }
@@ -74,13 +75,9 @@ impl Namespaces {
     pub fn build(list: &[NamespaceConfig]) -> Result<Namespaces, Error> {
         let mut by_prefix = AHashMap::with_capacity(list.len());
         for (i, ns) in list.iter().enumerate() {
-            let fail = |why: &str| {
-                Err(Error::Config(format!(
-                    "namespace {} (prefix {:?}): {why}",
-                    i + 1,
-                    ns.prefix
-                )))
-            };
+            // By position only: a prefix names channels, and this text
+            // goes to the log when a reload is refused.
+            let fail = |why: &str| Err(Error::Config(format!("namespace {}: {why}", i + 1)));
             let p = ns.prefix.as_bytes();
             if p.is_empty() {
                 return fail("the prefix is empty");
@@ -174,18 +171,18 @@ mod tests {
     #[test]
     fn a_namespace_covers_itself_and_what_follows_a_boundary() {
         let t = table();
-        let myapp = t.covering("myapp").unwrap();
-        assert_eq!(myapp.join_key.as_deref(), Some("j"));
-        assert_eq!(t.covering("myapp:feed"), Some(myapp));
-        assert_eq!(t.covering("myapp/chat/1"), Some(myapp));
-        assert_eq!(t.covering("myapps"), None);
-        assert_eq!(t.covering("myap"), None);
-        assert_eq!(t.covering("other/myapp"), None);
+        // Which namespace covers a channel, told by its join key.
+        let join_key = |channel| t.covering(channel).map(|k| k.join_key.as_deref());
+        assert_eq!(join_key("myapp"), Some(Some("j")));
+        assert_eq!(join_key("myapp:feed"), Some(Some("j")));
+        assert_eq!(join_key("myapp/chat/1"), Some(Some("j")));
+        for outside in ["myapps", "myap", "other/myapp", "feed"] {
+            assert!(t.covering(outside).is_none(), "{outside}");
+        }
         assert_eq!(
             t.covering("feed:live:x").unwrap().send_key.as_deref(),
             Some("f")
         );
-        assert_eq!(t.covering("feed"), None);
     }
 
     #[test]
@@ -221,6 +218,26 @@ mod tests {
             assert!(err.contains(expect), "{err}");
             assert!(err.contains("namespace"), "{err}");
         }
+    }
+
+    #[test]
+    fn keys_may_be_256_bytes_and_no_longer() {
+        let at = "k".repeat(KEY_BYTES_MAX);
+        let over = "k".repeat(KEY_BYTES_MAX + 1);
+        let built = Namespaces::build(&[ns("a", Some(&at), Some(&at))]).unwrap();
+        assert!(built.covering("a").unwrap().may_join(Some(&at)));
+        for list in [[ns("a", Some(&over), None)], [ns("a", None, Some(&over))]] {
+            let err = Namespaces::build(&list).unwrap_err().to_string();
+            assert!(err.contains("1 to 256"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_namespace_is_named_by_position_not_by_prefix() {
+        let list = [ns("fine", None, None), ns("secret-prefix:", None, None)];
+        let err = Namespaces::build(&list).unwrap_err().to_string();
+        assert!(err.contains("namespace 2"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -266,8 +266,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str(&text)
-                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+                toml::from_str(&text).map_err(|e| file_error(path, &text, &e))?
             }
             None => Config::default(),
         };
@@ -348,6 +347,43 @@ impl Config {
     }
 }
 
+/// A config file's error, located by line, column and key, without quoting
+/// the file: toml's own message shows the offending line, which may hold a
+/// join or send key, and this text goes to the log (SIGHUP) and stderr.
+fn file_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> Error {
+    let mut place = String::new();
+    if let Some(start) = e.span().map(|s| s.start.min(text.len())) {
+        let before = &text.as_bytes()[..start];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = start - line_start + 1;
+        place = format!(" line {line}, column {column}:");
+        // The key the line sets, when it is a plain one (never its value).
+        let rest = &text[line_start..];
+        let key = rest[..rest.find('\n').unwrap_or(rest.len())]
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+        if let Some(key) = key {
+            place = format!(" line {line}, column {column} (`{key}`):");
+        }
+    }
+    // The message says what was expected; it quotes a value only when its
+    // type is wrong, and keys are strings where strings belong.
+    Error::Config(format!(
+        "{}:{place} {}",
+        path.display(),
+        e.message().trim_end()
+    ))
+}
+
 /// The cpus this process may run on (its affinity mask), in order.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
@@ -393,6 +429,24 @@ mod tests {
         let err = Config::load(Some(&dir), Overrides::default()).unwrap_err();
         std::fs::remove_file(&dir).ok();
         assert!(err.to_string().contains("shardz"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_file_is_located_without_quoting_its_text() {
+        let dir = std::env::temp_dir().join(format!("itty-config-key-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "shards = 2\n[[namespace]]\nprefix = \"p-hidden\"\njoin_key = \"k-hidden\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&dir), Overrides::default()).unwrap_err();
+        std::fs::remove_file(&dir).ok();
+        let err = err.to_string();
+        assert!(
+            err.contains("line 4, column") && err.contains("`join_key`"),
+            "{err}"
+        );
+        assert!(!err.contains("hidden"), "{err}");
     }
 
     #[test]

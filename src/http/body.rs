@@ -410,4 +410,24 @@ mod tests {
         let mut d = BodyDecoder::new(Framing::Chunked, 100).unwrap();
         assert_eq!(d.feed(long_line.as_bytes()), Err(BodyError::Malformed));
     }
+
+    #[test]
+    fn chunk_lines_and_trailers_may_reach_their_limits_and_no_further() {
+        // A size line counts its bytes up to and including the CR.
+        let size_line = |len: usize| format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(len - 3));
+        // A trailer section counts every byte after the last chunk's line.
+        let trailer = |len: usize| format!("1\r\nx\r\n0\r\nX: {}\r\n\r\n", "v".repeat(len - 7));
+        for (wire, limit) in [
+            (&size_line as &dyn Fn(usize) -> String, CHUNK_LINE_BYTES_MAX),
+            (&trailer, TRAILER_BYTES_MAX),
+        ] {
+            let (body, _) = decode(Framing::Chunked, wire(limit).as_bytes(), 1000).unwrap();
+            assert_eq!(body, b"x");
+            assert_eq!(
+                decode(Framing::Chunked, wire(limit + 1).as_bytes(), 1000),
+                Err(BodyError::Malformed),
+                "{limit} + 1"
+            );
+        }
+    }
 }

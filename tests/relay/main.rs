@@ -1,11 +1,13 @@
 //! Integration tests: the real server (2 shards, ephemeral port) and real
 //! clients over loopback. One binary; the shared boot helper is `support`.
 
+mod run_log;
 mod support;
 
 mod access;
 mod binary;
 mod cross_shard;
+mod edges;
 mod endpoints;
 mod faults;
 mod limits;
@@ -14,3 +16,4 @@ mod node_client;
 mod protocol;
 mod push;
 mod scale;
+mod security;

@@ -51,6 +51,7 @@ pub fn relay_with(adjust: impl FnOnce(&mut Config)) -> Relay {
         ..Config::default()
     };
     adjust(&mut config);
+    crate::run_log::capture();
     let shards = config.shards;
     let server = Server::start(config).expect("relay starts");
     let addr = server.local_addr();
@@ -79,6 +80,7 @@ impl Relay {
 
     /// Connects without reading anything; records the shard it landed on.
     pub fn connect(&self, path: &str) -> Client {
+        crate::run_log::record_path(path);
         let before = self.accepted_per_shard();
         let stream = TcpStream::connect(self.addr).unwrap();
         stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
@@ -159,6 +161,7 @@ impl Relay {
     /// Tries a WebSocket upgrade on `path` over a raw socket; returns the
     /// status, the response head (and body, when refused) and the socket.
     pub fn upgrade(&self, path: &str) -> (u16, String, Raw) {
+        crate::run_log::record_path(path);
         let mut raw = Raw::connect(self.addr);
         raw.stream
             .write_all(Raw::handshake_request(path).as_bytes())
@@ -174,6 +177,9 @@ impl Relay {
     /// `POST /push/<channel>` with `x-send-key: key` (when given) and
     /// `body`; returns status, head and body.
     pub fn push(&self, channel: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
+        crate::run_log::record_path(&format!("/push/{channel}"));
+        crate::run_log::record_sent(body);
+        key.inspect(|key| crate::run_log::record_sent(key));
         let key = key.map_or(String::new(), |k| format!("x-send-key: {k}\r\n"));
         self.http(&format!(
             "POST /push/{channel} HTTP/1.1\r\nHost: t\r\n{key}Content-Type: application/json\r\n\
@@ -263,6 +269,7 @@ pub fn spawn_relay(args: &[&str]) -> RelayProcess {
     let forward = |stream: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<String>| {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                crate::run_log::record_child_line(&line);
                 if tx.send(line).is_err() {
                     return;
                 }
@@ -386,6 +393,7 @@ pub struct Client {
 
 impl Client {
     pub fn send(&mut self, text: &str) {
+        crate::run_log::record_sent(text);
         self.ws.send(Message::text(text)).unwrap();
     }
 
@@ -396,8 +404,10 @@ impl Client {
     /// The next text frame as JSON; fails the test on timeout or close.
     pub fn recv(&mut self) -> Value {
         let raw = self.recv_raw();
-        serde_json::from_str(&raw)
-            .unwrap_or_else(|e| panic!("server frame is not JSON ({e}): {raw}"))
+        let frame = serde_json::from_str(&raw)
+            .unwrap_or_else(|e| panic!("server frame is not JSON ({e}): {raw}"));
+        crate::run_log::record_uids(&frame);
+        frame
     }
 
     /// The next text frame exactly as sent.
@@ -491,6 +501,7 @@ impl Raw {
 
     /// Upgrades on `path`, reads the 101 and returns what followed it.
     pub fn upgrade(addr: SocketAddr, path: &str) -> Raw {
+        crate::run_log::record_path(path);
         let mut raw = Raw::connect(addr);
         raw.stream
             .write_all(Raw::handshake_request(path).as_bytes())
@@ -545,6 +556,7 @@ impl Raw {
     }
 
     pub fn send_text(&mut self, text: &str) {
+        crate::run_log::record_sent(text);
         self.send_frame(true, 1, text.as_bytes());
     }
 
@@ -588,7 +600,9 @@ impl Raw {
     pub fn read_json(&mut self) -> Value {
         let (opcode, payload) = self.read_frame();
         assert_eq!(opcode, 1, "text frame");
-        serde_json::from_slice(&payload).unwrap()
+        let frame = serde_json::from_slice(&payload).unwrap();
+        crate::run_log::record_uids(&frame);
+        frame
     }
 
     /// True once the server closed the TCP connection (EOF or reset).
