@@ -11,11 +11,11 @@
 //! |---|---|---|---|
 //! | `message_bytes_max` (WS) | 102400 B | `e::a_message_of_message_bytes_max_is_relayed_..` (whole and fragmented) | same test: 1009, whole and fragmented; `protocol::protocol_violations_close_with_the_rfc_codes` |
 //! | `message_bytes_max` (push body) | 102400 B | `e::a_push_body_of_message_bytes_max_is_relayed_..` (length and chunked) | same test: 413; `push::a_chunked_body_over_the_limit_is_refused_with_413` |
-//! | `outgoing_queue_bytes_max` | 1 MiB | unit `conn::handle::push_queues_until_the_bound_then_ends_as_slow_consumer` (exactly the bound queued) | same unit test; `faults::slow_consumer_is_dropped_..` (1008 over the network) |
+//! | `outgoing_queue_bytes_max` | 1 MiB | unit `conn::handle::push_queues_until_the_bound_then_ends_as_slow_consumer` (exactly the bound queued) | same unit test; `faults::a_reader_that_stops_is_cut_at_its_queue_bound_..` (1008 over the network) |
 //! | `request_head_bytes_max` | 8192 B | `e::a_head_of_request_head_bytes_max_is_served_..`; unit `http::head` | same test: 431 at 8193; unit `http::head` |
 //! | `request_headers_max` | 64 | `e::request_headers_max_headers_are_served_..`; unit `http::head` | same test: 431 at 65 |
-//! | `handshake_timeout_ms` | 10000 ms | `e::a_head_completed_within_handshake_timeout_..` (head dribbled over a third of it) | same test (unfinished head cut; push body 408); `faults::slow_handshake_is_cut_at_the_deadline` |
-//! | `ping_interval_ms` / `idle_timeout_ms` | 30000 / 75000 ms | `faults::silent_client_is_pinged_..` (the watcher answering pings stays) | same test: the silent client is pinged, then dropped with its leave |
+//! | `handshake_timeout_ms` | 10000 ms | `e::a_head_completed_within_handshake_timeout_..` (head dribbled over a third of it) | same test (unfinished head cut; push body 408); `faults::hundreds_of_slowloris_handshakes_are_cut_at_the_deadline_..` |
+//! | `ping_interval_ms` / `idle_timeout_ms` | 30000 / 75000 ms | `faults::clients_that_vanish_leave_within_the_liveness_timeout_..` (the watcher answering pings stays) | same test: the silent client is pinged, then dropped with its leave |
 //! | `close_timeout_ms` | 2000 ms | `protocol::client_close_is_answered_..` (an answered close ends cleanly) | `e::after_its_close_frame_the_server_waits_close_timeout_..` |
 //! | `shutdown_timeout_ms` | 5000 ms | `binary::sigterm_drains_with_1001_..` | `faults::shutdown_sends_1001_..` (a lingering client cannot hold the drain) |
 //! | `connections_per_shard_max` | 100000 | `e::each_shard_serves_exactly_connections_per_shard_max` (2 per shard) | same test: 503 on each shard at the 3rd |

@@ -597,8 +597,15 @@ impl Raw {
         }
     }
 
+    /// The next text frame as JSON, skipping pings (this client need not
+    /// answer them: tests that check liveness use `read_frame`).
     pub fn read_json(&mut self) -> Value {
-        let (opcode, payload) = self.read_frame();
+        let (opcode, payload) = loop {
+            match self.read_frame() {
+                (9, _) => continue,
+                frame => break frame,
+            }
+        };
         assert_eq!(opcode, 1, "text frame");
         let frame = serde_json::from_slice(&payload).unwrap();
         crate::run_log::record_uids(&frame);
