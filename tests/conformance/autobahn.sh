@@ -13,7 +13,8 @@
 # section 9's larger messages end in 1009 as they would for users) except two:
 # the echo endpoint is on, and the per-IP upgrade rate is lifted, because the
 # suite opens one connection per case from 127.0.0.1, far faster than a
-# person (tests/relay/limits.rs checks that limit).
+# person (tests/relay/limits.rs checks that limit). The shards are not pinned:
+# kosoku shares their cpus.
 #
 # Reports: target/autobahn/{echo,channel}/index.html. To accept a new outcome,
 # run this, then `compare.py --write EXPECTED REPORT_DIR` and give each case
