@@ -89,19 +89,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
             }) => {
                 let ip = client_ip(&shard, peer, &head);
                 match admit_join(&shard, ip, &channel, &options) {
-                    Err(admission) => {
-                        let retry = admission.retry_after_secs.map(|s| s.to_string());
-                        let headers: Vec<(&str, &str)> =
-                            retry.iter().map(|s| ("Retry-After", s.as_str())).collect();
-                        let reply = http::response(
-                            admission.status,
-                            "text/plain; charset=utf-8",
-                            &headers,
-                            admission.body.as_bytes(),
-                            false,
-                        );
-                        let _ = stream.write_all(&reply).await;
-                    }
+                    Err(admission) => refuse(&mut stream, admission).await,
                     Ok(keys) => {
                         // The head's strings are not needed by the session:
                         // free them before it starts.
@@ -112,9 +100,18 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
                 }
                 return;
             }
-            Ok(Route::Echo { accept_key }) if shard.config().echo_endpoint && !shard.draining() => {
-                let ip = IpKey::of(peer);
-                return session::run(shard, stream, buf, session::Mode::Echo, accept_key, ip).await;
+            Ok(Route::Echo { accept_key }) if shard.config().echo_endpoint => {
+                // Admitted like a join (there is no channel, so no key).
+                let ip = client_ip(&shard, peer, &head);
+                match admit_upgrade(&shard, ip) {
+                    Err(admission) => refuse(&mut stream, admission).await,
+                    Ok(()) => {
+                        drop(head);
+                        let mode = session::Mode::Echo;
+                        session::run(shard, stream, buf, mode, accept_key, IpKey::of(ip)).await
+                    }
+                }
+                return;
             }
             Ok(Route::Echo { .. }) => {
                 respond(&mut stream, 404, b"", b"not found\n", false).await;
@@ -168,16 +165,9 @@ fn client_ip(shard: &Shard, peer: IpAddr, head: &RequestHead) -> IpAddr {
     http::client_ip::client_ip(peer, head, &shard.config().trusted_proxies.0)
 }
 
-/// Everything decided about an upgrade before its connection opens, in
-/// order: draining, the IP's ban and rate, the shard's cap, and a
-/// namespace's join key (checked here, against this shard's snapshot). What
-/// is left for the owner (ephemeral keys) comes back as the `KeyCheck`.
-fn admit_join(
-    shard: &Shard,
-    ip: IpAddr,
-    channel: &str,
-    options: &http::JoinOptions,
-) -> Result<KeyCheck, Admission> {
+/// Whether any upgrade (a join or the echo endpoint) may go on, in order:
+/// draining, the IP's ban and rate, the shard's cap.
+fn admit_upgrade(shard: &Shard, ip: IpAddr) -> Result<(), Admission> {
     if shard.draining() {
         shard
             .counters()
@@ -188,7 +178,34 @@ fn admit_join(
             body: "server is shutting down\n",
         });
     }
-    shard.admit_upgrade(IpKey::of(ip))?;
+    shard.admit_upgrade(IpKey::of(ip))
+}
+
+/// Answers a refused upgrade with its status (and `Retry-After`).
+async fn refuse(stream: &mut TcpStream, admission: Admission) {
+    let retry = admission.retry_after_secs.map(|s| s.to_string());
+    let headers: Vec<(&str, &str)> = retry.iter().map(|s| ("Retry-After", s.as_str())).collect();
+    let reply = http::response(
+        admission.status,
+        "text/plain; charset=utf-8",
+        &headers,
+        admission.body.as_bytes(),
+        false,
+    );
+    let _ = stream.write_all(&reply).await;
+}
+
+/// Everything decided about a join before its connection opens, in order:
+/// the upgrade's admission, and a namespace's join key (checked here,
+/// against this shard's snapshot). What is left for the owner (ephemeral
+/// keys) comes back as the `KeyCheck`.
+fn admit_join(
+    shard: &Shard,
+    ip: IpAddr,
+    channel: &str,
+    options: &http::JoinOptions,
+) -> Result<KeyCheck, Admission> {
+    admit_upgrade(shard, ip)?;
     let namespaces = shard.namespaces();
     match namespaces.covering(channel) {
         Some(keys) if !keys.may_join(options.join_key.as_deref()) => {

@@ -30,7 +30,11 @@ use std::time::Duration;
 enum Role {
     /// Publish them to the channel.
     Member,
-    /// Echo them back.
+    /// Echo them back. The one limit not applied is the message rate
+    /// (`messages_per_conn_per_sec`): the endpoint exists for the RFC 6455
+    /// conformance suite, off by default, and its bulk cases (Autobahn 9.7
+    /// and 9.8) send 1000 messages back to back. Size, admission, the
+    /// outgoing queue's bound, the idle timeout and closing are a member's.
     Echo,
 }
 

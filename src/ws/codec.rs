@@ -108,6 +108,9 @@ pub struct Decoder {
     /// Kind of the fragmented message being reassembled into `buffer`.
     fragment: Option<Kind>,
     buffer: Vec<u8>,
+    /// Bytes at the front of `buffer` already known to be valid UTF-8 (a text message being
+    /// reassembled), so each byte is checked once.
+    utf8_checked: usize,
 }
 
 impl Decoder {
@@ -116,6 +119,7 @@ impl Decoder {
             message_bytes_max,
             fragment: None,
             buffer: Vec::new(),
+            utf8_checked: 0,
         }
     }
 
@@ -156,6 +160,7 @@ impl Decoder {
             }
             if self.fragment.is_none() {
                 self.buffer.clear();
+                self.utf8_checked = 0;
                 self.fragment = Some(header.kind);
             }
             self.buffer.extend_from_slice(&buf[start..end]);
@@ -163,14 +168,19 @@ impl Decoder {
                 self.fragment = None;
                 break (header.kind, None);
             }
+            if header.kind == Kind::Text {
+                self.check_utf8_so_far()?;
+            }
         };
-        let payload: &'a [u8] = match range {
-            Some(range) => &buf[range],
-            None => &self.buffer,
+        let (payload, utf8_checked): (&'a [u8], usize) = match range {
+            Some(range) => (&buf[range], 0),
+            None => (&self.buffer, self.utf8_checked),
         };
         let message = match kind {
             Kind::Text => {
-                std::str::from_utf8(payload).map_err(|_| Violation::INVALID_UTF8)?;
+                // Starts on a character boundary, after the prefix checked fragment by fragment.
+                std::str::from_utf8(&payload[utf8_checked..])
+                    .map_err(|_| Violation::INVALID_UTF8)?;
                 Message::Text(payload)
             }
             Kind::Binary => Message::Binary(payload),
@@ -182,6 +192,18 @@ impl Decoder {
             consumed,
             message: Some(message),
         })
+    }
+
+    /// Fails a fragmented text message as soon as the bytes received so far cannot begin valid
+    /// UTF-8, rather than after its last fragment (RFC 6455 8.1; Autobahn cases 6.4.1 and 6.4.2).
+    /// A character cut at the end of a fragment is left for the next one to complete.
+    fn check_utf8_so_far(&mut self) -> Result<(), Violation> {
+        match std::str::from_utf8(&self.buffer[self.utf8_checked..]) {
+            Ok(_) => self.utf8_checked = self.buffer.len(),
+            Err(cut) if cut.error_len().is_none() => self.utf8_checked += cut.valid_up_to(),
+            Err(_) => return Err(Violation::INVALID_UTF8),
+        }
+        Ok(())
     }
 
     /// Validates everything knowable from the header, so a hostile length or a protocol error is

@@ -239,6 +239,52 @@ fn accepts_utf8_sequence_split_across_fragments() {
 }
 
 #[test]
+fn invalid_utf8_fails_at_its_fragment_before_the_message_ends() {
+    // Autobahn 6.4.2: "κόσμε" and a 0xF4, then 0x90 (0xF4 0x90 starts no
+    // character); the last fragment never needs to arrive.
+    let kosme = b"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5";
+    let first = frame(TEXT & NOT_FIN, &[&kosme[..], b"\xF4"].concat());
+    let mut decoder = Decoder::new(MAX);
+    let mut buf = first.clone();
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Decoded::need_more(first.len()))
+    );
+    let mut buf = frame(CONTINUE, b"\x90");
+    assert_eq!(decoder.decode(&mut buf), Err(Violation::INVALID_UTF8));
+    // Invalid in the very first fragment.
+    assert_eq!(
+        violation(MAX, &frame(TEXT & NOT_FIN, b"ok\xFF")),
+        Violation::INVALID_UTF8
+    );
+    // A binary message is not text: the same bytes pass.
+    let binary = [frame(BINARY & NOT_FIN, b"\xFF"), frame(LAST, b"\xFF")].concat();
+    check_message(&binary, Message::Binary(b"\xFF\xFF"));
+}
+
+#[test]
+fn utf8_checked_by_fragment_still_rejects_what_the_last_fragment_breaks() {
+    // A cut character completed wrongly by the last fragment.
+    let parts = [
+        frame(TEXT & NOT_FIN, b"a\xE2"),
+        frame(CONTINUE, b"\x82"),
+        frame(LAST, b"A"),
+    ];
+    assert_eq!(violation(MAX, &parts.concat()), Violation::INVALID_UTF8);
+    // A next message starts its check afresh.
+    let mut decoder = Decoder::new(MAX);
+    let mut first = [frame(TEXT & NOT_FIN, "€".as_bytes()), frame(LAST, b"!")].concat();
+    let message = Some(Message::Text("€!".as_bytes()));
+    let consumed = first.len();
+    assert_eq!(
+        decoder.decode(&mut first),
+        Ok(Decoded { consumed, message })
+    );
+    let mut second = [frame(TEXT & NOT_FIN, b"\x82"), frame(LAST, b"")].concat();
+    assert_eq!(decoder.decode(&mut second), Err(Violation::INVALID_UTF8));
+}
+
+#[test]
 fn decodes_close_and_pong_payloads() {
     check_message(&frame(CLOSE, b""), Message::Close(None));
     check_message(&frame(CLOSE, b"\x03\xE8"), Message::Close(Some((1000, ""))));

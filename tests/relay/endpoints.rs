@@ -138,6 +138,38 @@ fn echo_endpoint_is_off_by_default_and_echoes_when_on() {
 }
 
 #[test]
+fn echo_endpoint_is_admitted_like_a_join() {
+    // The shard's cap stands for the whole admission (draining, the IP's
+    // ban and rate, the cap): one function decides it for both routes.
+    let relay = relay_with(|c| {
+        c.echo_endpoint = true;
+        c.connections_per_shard_max = 2;
+    });
+    let cap = 2 * relay.shards;
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..40 {
+        match relay.upgrade("/__echo") {
+            (101, _, raw) => open.push(raw),
+            (503, head, _) => {
+                refused.push(head);
+                if open.len() == cap {
+                    break;
+                }
+            }
+            (other, head, _) => panic!("{other}: {head}"),
+        }
+    }
+    assert!(open.len() <= cap, "{} echo sockets open", open.len());
+    assert!(!refused.is_empty(), "no 503 once a shard was full");
+    assert!(refused[0].contains("server is full"), "{}", refused[0]);
+    assert_eq!(
+        relay.metric_labelled("upgrades_refused_total", "reason", "shard_full"),
+        refused.len() as u64
+    );
+}
+
+#[test]
 fn metrics_name_no_channel_and_count_traffic() {
     let relay = relay();
     let channel = unique("secret-channel-name");

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# RFC 6455 conformance: the Autobahn test cases, run by kosoku (PyPI), against
+# the release build with two shards, then compared with the committed expected
+# outcomes (compare.py). Needs `kosoku` on PATH (.ci/run installs it).
+#
+#   1. /__echo, sections 1 to 10 (12 and 13 are permessage-deflate, which the
+#      relay does not offer), two cases at a time: expected-echo.txt.
+#   2. /c/autobahn?echo=true, the framing sections (2 pings and pongs,
+#      3 reserved bits, 4 opcodes, 7 closing), one case at a time (every case
+#      joins the same channel): expected-channel.txt.
+#
+# The relay runs with its defaults (the 100 KiB message limit included, so
+# section 9's larger messages end in 1009 as they would for users) except two:
+# the echo endpoint is on, and the per-IP upgrade rate is lifted, because the
+# suite opens one connection per case from 127.0.0.1, far faster than a
+# person (tests/relay/limits.rs checks that limit). The shards are not pinned:
+# kosoku shares their cpus.
+#
+# Reports: target/autobahn/{echo,channel}/index.html. To accept a new outcome,
+# run this, then `compare.py --write EXPECTED REPORT_DIR` and give each case
+# that is not passing its reason.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=tests/conformance
+out=target/autobahn
+# Generous: each run takes seconds.
+kosoku_timeout_secs=300
+
+# pip may put its scripts in the user base, which is not always on PATH.
+kosoku=$(command -v kosoku || echo "$(python3 -m site --user-base)/bin/kosoku")
+[ -x "$kosoku" ] || { echo "kosoku not found: python3 -m pip install kosoku" >&2; exit 1; }
+cargo build --release --bin itty-relay
+rm -rf "$out"
+mkdir -p "$out"
+
+# Created here, not by the background job's redirection, which may run
+# after the first look for the address below.
+: >"$out/relay.log"
+NO_COLOR=1 RUST_LOG=info target/release/itty-relay \
+  --listen 127.0.0.1:0 --shards 2 --pin false --echo-endpoint true \
+  --upgrades-per-ip-per-sec 100000 --upgrades-per-ip-burst 100000 \
+  >"$out/relay.log" 2>&1 &
+relay=$!
+trap 'kill "$relay" 2>/dev/null || true' EXIT
+
+addr=
+for _ in $(seq 100); do
+  addr=$(sed -n 's/.*local_addr=\([0-9.:]*\).*/\1/p' "$out/relay.log" | head -n 1)
+  [ -n "$addr" ] && break
+  kill -0 "$relay" 2>/dev/null || { cat "$out/relay.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "the relay logged no local_addr" >&2; exit 1; }
+case "$addr" in 127.*) ;; *) echo "not a loopback address: $addr" >&2; exit 1 ;; esac
+
+# kosoku exits 1 when a case does not pass; compare.py judges the outcomes.
+run_cases() {
+  local name=$1 url=$2
+  shift 2
+  local started=$SECONDS status=0
+  timeout "$kosoku_timeout_secs" "$kosoku" "$@" -o "$out/$name" "$url" >"$out/$name.log" 2>&1 || status=$?
+  if [ "$status" -gt 1 ]; then
+    tail -n 20 "$out/$name.log" >&2
+    echo "kosoku ($name) ended with status $status" >&2
+    exit 1
+  fi
+  echo "$name: kosoku ran in $((SECONDS - started)) s"
+}
+run_cases echo "ws://$addr/__echo" -p 2 -x '12.*' -x '13.*'
+run_cases channel "ws://$addr/c/autobahn?echo=true" -p 1 -i '2.*' -i '3.*' -i '4.*' -i '7.*'
+
+# It drains within shutdown_timeout_ms (5 s by default).
+kill -TERM "$relay"
+for _ in $(seq 100); do
+  kill -0 "$relay" 2>/dev/null || break
+  sleep 0.1
+done
+if kill -0 "$relay" 2>/dev/null; then
+  kill -KILL "$relay"
+  echo "the relay did not exit within 10 s of SIGTERM" >&2
+  exit 1
+fi
+status=0
+wait "$relay" || status=$?
+trap - EXIT
+if [ "$status" -ne 0 ]; then
+  tail -n 20 "$out/relay.log" >&2
+  echo "the relay exited with status $status after SIGTERM" >&2
+  exit 1
+fi
+if grep -qi panic "$out/relay.log"; then
+  grep -i -m 5 panic "$out/relay.log" >&2
+  echo "the relay logged a panic" >&2
+  exit 1
+fi
+echo "relay: stopped by SIGTERM, exit status 0, no panic logged"
+
+ok=0
+python3 "$here/compare.py" "$here/expected-echo.txt" "$out/echo" || ok=1
+python3 "$here/compare.py" "$here/expected-channel.txt" "$out/channel" \
+  --same-framing-as "$out/echo" || ok=1
+exit "$ok"
