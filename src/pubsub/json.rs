@@ -22,6 +22,9 @@ impl JsonValidator {
     /// Whether `payload` is exactly one JSON value (whitespace around it is
     /// allowed, as `JSON.parse` allows it).
     pub fn is_valid(&mut self, payload: &[u8]) -> bool {
+        if simd_json_misreads(payload) {
+            return strictly_valid(payload);
+        }
         self.scratch.clear();
         self.scratch.extend_from_slice(payload);
         if simd_json::to_tape_with_buffers(&mut self.scratch, &mut self.buffers).is_ok() {
@@ -30,8 +33,38 @@ impl JsonValidator {
         // simd-json refuses some valid JSON that JSON.parse accepts (numbers
         // beyond f64, lone surrogate escapes). Rejections are rare, so a
         // second opinion costs nothing on the hot path.
-        serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+        strictly_valid(payload)
     }
+}
+
+fn strictly_valid(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+/// Whether `payload` has what simd-json (0.15) accepts wrongly, as the
+/// `classify` fuzz target found: a NUL byte right after a top-level
+/// number, `true` or `null` (`1\0anything`), and a number of 20 digits or
+/// more followed by any byte (`[12345678901234567890x]`). Valid JSON never
+/// holds a raw NUL, and such long numbers are rare, so these payloads go
+/// to serde_json alone.
+fn simd_json_misreads(payload: &[u8]) -> bool {
+    /// simd-json's large-number path starts past 19 digits (u64's width).
+    const DIGITS: usize = 20;
+    if payload.contains(&0) {
+        return true;
+    }
+    // Any run of 20 digits covers one of every 20 positions: look only at
+    // those, and measure the run around a digit found there.
+    let digits =
+        |bytes: &mut dyn Iterator<Item = &u8>| bytes.take_while(|b| b.is_ascii_digit()).count();
+    (DIGITS - 1..payload.len())
+        .step_by(DIGITS)
+        .filter(|&i| payload[i].is_ascii_digit())
+        .any(|i| {
+            let before = digits(&mut payload[..i].iter().rev());
+            let after = digits(&mut payload[i + 1..].iter());
+            before + 1 + after >= DIGITS
+        })
 }
 
 #[cfg(test)]
@@ -76,6 +109,59 @@ mod tests {
             b"\x1Fabc",
         ] {
             assert!(!v.is_valid(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Found by the `classify` fuzz target: simd-json accepted these, and
+    /// the relay would have sent receivers an envelope JSON.parse rejects.
+    #[test]
+    fn nul_after_a_top_level_scalar_is_invalid() {
+        let mut v = JsonValidator::default();
+        for bad in [
+            &b"140\0"[..],
+            b"140\0\0\0\0",
+            b"1\x001",
+            b"true\0",
+            b"null\0",
+            b"-1.5e3\0x",
+            b"\"a\0\"",
+        ] {
+            assert!(!v.is_valid(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(v.is_valid(br#""a\u0000""#));
+    }
+
+    /// Found by the `classify` fuzz target: simd-json skips the check of
+    /// what follows a number of 20 digits or more.
+    #[test]
+    fn garbage_after_a_long_number_is_invalid() {
+        let mut v = JsonValidator::default();
+        for bad in [
+            &b"12345678901234567890!"[..],
+            b"12345678901234567890x",
+            b"123456789012345678901e2!",
+            b"4444444444444444444444444444444404441e20!",
+            b"[12345678901234567890!]",
+        ] {
+            assert!(!v.is_valid(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        for ok in [
+            &b"12345678901234567890"[..],
+            b"[12345678901234567890, -98765432109876543210.5e3]",
+            br#"{"big":123456789012345678901234567890}"#,
+            br#""12345678901234567890x""#,
+        ] {
+            assert!(v.is_valid(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        // Runs are found wherever they start (the check samples positions).
+        for offset in 0..45 {
+            let pad = " ".repeat(offset);
+            let long = "1".repeat(20);
+            assert!(
+                !v.is_valid(format!("[{pad}{long}x]").as_bytes()),
+                "{offset}"
+            );
+            assert!(v.is_valid(format!("[{pad}{long}]").as_bytes()), "{offset}");
         }
     }
 
