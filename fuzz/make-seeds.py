@@ -144,6 +144,7 @@ for i, t in enumerate([
 # What fuzzing found (simd-json accepted these): see pubsub/json.rs tests.
 write("classify", "crash-nul-after-number", b"140" + b"\0" * 100)
 write("classify", "crash-long-number-garbage", b"4444444444444444444444444444444404441e20!")
+write("classify", "crash-19-digits-garbage", b"4444444444444444444<44444444440!")
 
 # push_body: framing/limit byte, split seed, then the body bytes.
 CHUNKED, LENGTH_HALF = 0, 3

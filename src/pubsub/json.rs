@@ -43,27 +43,27 @@ fn strictly_valid(payload: &[u8]) -> bool {
 
 /// Whether `payload` has what simd-json (0.15) accepts wrongly, as the
 /// `classify` fuzz target found: a NUL byte right after a top-level
-/// number, `true` or `null` (`1\0anything`), and a number of 20 digits or
-/// more followed by any byte (`[12345678901234567890x]`). Valid JSON never
-/// holds a raw NUL, and such long numbers are rare, so these payloads go
-/// to serde_json alone.
+/// number, `true` or `null` (`1\0anything`), and any byte after a number
+/// whose sign, digits and point before the exponent reach 19 characters
+/// (`[1111111111111111111x]`, `-11111111111111111.5e1!`): its slow path
+/// for long numbers never checks what follows them. Valid JSON never holds
+/// a raw NUL and long numbers are rare, so these go to serde_json alone.
 fn simd_json_misreads(payload: &[u8]) -> bool {
-    /// simd-json's large-number path starts past 19 digits (u64's width).
-    const DIGITS: usize = 20;
+    /// The shortest number text that takes simd-json's slow path.
+    const LONG_NUMBER: usize = 19;
     if payload.contains(&0) {
         return true;
     }
-    // Any run of 20 digits covers one of every 20 positions: look only at
-    // those, and measure the run around a digit found there.
-    let digits =
-        |bytes: &mut dyn Iterator<Item = &u8>| bytes.take_while(|b| b.is_ascii_digit()).count();
-    (DIGITS - 1..payload.len())
-        .step_by(DIGITS)
-        .filter(|&i| payload[i].is_ascii_digit())
+    let in_number = |b: &&u8| b.is_ascii_digit() || **b == b'.' || **b == b'-';
+    // A run of 19 such bytes covers one of every 19 positions: look only
+    // at those, and measure the run around one found there.
+    (LONG_NUMBER - 1..payload.len())
+        .step_by(LONG_NUMBER)
+        .filter(|&i| in_number(&&payload[i]))
         .any(|i| {
-            let before = digits(&mut payload[..i].iter().rev());
-            let after = digits(&mut payload[i + 1..].iter());
-            before + 1 + after >= DIGITS
+            let before = payload[..i].iter().rev().take_while(in_number).count();
+            let after = payload[i + 1..].iter().take_while(in_number).count();
+            before + 1 + after >= LONG_NUMBER
         })
 }
 
@@ -132,7 +132,7 @@ mod tests {
     }
 
     /// Found by the `classify` fuzz target: simd-json skips the check of
-    /// what follows a number of 20 digits or more.
+    /// what follows a number of 19 characters or more.
     #[test]
     fn garbage_after_a_long_number_is_invalid() {
         let mut v = JsonValidator::default();
@@ -142,6 +142,10 @@ mod tests {
             b"123456789012345678901e2!",
             b"4444444444444444444444444444444404441e20!",
             b"[12345678901234567890!]",
+            b"1111111111111111111x",
+            b"4444444444444444444<44444444440!",
+            b"[-11111111111111111.5e1a]",
+            b"-111111111111111111x",
         ] {
             assert!(!v.is_valid(bad), "{}", String::from_utf8_lossy(bad));
         }
@@ -150,13 +154,15 @@ mod tests {
             b"[12345678901234567890, -98765432109876543210.5e3]",
             br#"{"big":123456789012345678901234567890}"#,
             br#""12345678901234567890x""#,
+            b"0.30000000000000004",
+            b"[-11111111111111111.5e1]",
         ] {
             assert!(v.is_valid(ok), "{}", String::from_utf8_lossy(ok));
         }
         // Runs are found wherever they start (the check samples positions).
         for offset in 0..45 {
             let pad = " ".repeat(offset);
-            let long = "1".repeat(20);
+            let long = "1".repeat(19);
             assert!(
                 !v.is_valid(format!("[{pad}{long}x]").as_bytes()),
                 "{offset}"
