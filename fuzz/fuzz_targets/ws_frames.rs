@@ -76,7 +76,14 @@ enum CloseCode {
     Normal,
     Policy,
     App(u16),
+    /// The edges of the ranges RFC 6455 allows and forbids.
+    Edge(u8),
 }
+
+const CLOSE_CODE_EDGES: [u16; 20] = [
+    0, 999, 1000, 1003, 1004, 1005, 1006, 1007, 1010, 1011, 1012, 1013, 1014, 1015, 1016, 2999,
+    3000, 4999, 5000, 65535,
+];
 
 #[derive(Arbitrary, Debug)]
 struct ServerFrame {
@@ -114,6 +121,9 @@ impl Frame {
                     CloseCode::Normal => 1000,
                     CloseCode::Policy => 1008,
                     CloseCode::App(n) => 3000 + n % 2000,
+                    CloseCode::Edge(i) => {
+                        CLOSE_CODE_EDGES[usize::from(*i) % CLOSE_CODE_EDGES.len()]
+                    }
                 };
                 code.to_be_bytes().to_vec()
             }
