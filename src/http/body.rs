@@ -215,6 +215,13 @@ impl BodyDecoder {
                 let read = read + 1;
                 match b {
                     b'\r' if digits => State::SizeLf { size },
+                    // Extensions are skipped, but a control character
+                    // (above all a bare LF, which some proxies take for
+                    // a line end) would let a proxy in front of us read
+                    // different chunk boundaries: refuse it.
+                    _ if ext && (b < b' ' && b != b'\t' || b == 0x7F) => {
+                        return Err(BodyError::Malformed)
+                    }
                     _ if ext => State::SizeLine {
                         size,
                         digits,
@@ -379,6 +386,24 @@ mod tests {
         }
         let (body, _) = decode(Framing::Chunked, b"A\r\n0123456789\r\n0\r\n\r\n", 4).unwrap();
         assert_eq!(body, b"0123456789");
+    }
+
+    /// Found by the `push_body` fuzz target against RFC 9112's grammar:
+    /// `1;a\nb\r\n` was read as one size line, where a proxy that ends
+    /// lines at a bare LF sees another, so the two disagree on the body.
+    #[test]
+    fn control_characters_in_chunk_extensions_are_refused() {
+        for bad in [
+            &b"1;a\nb\r\nx\r\n0\r\n\r\n"[..],
+            b"1;a\x00\r\nx\r\n0\r\n\r\n",
+            b"1;\x7F\r\nx\r\n0\r\n\r\n",
+            b"0;a\rb\r\n\r\n",
+        ] {
+            let mut d = BodyDecoder::new(Framing::Chunked, 100).unwrap();
+            assert_eq!(d.feed(bad), Err(BodyError::Malformed), "{bad:?}");
+        }
+        let (body, _) = decode(Framing::Chunked, b"1;a=\"b\tc\"\r\nx\r\n0\r\n\r\n", 1).unwrap();
+        assert_eq!(body, b"x");
     }
 
     #[test]
