@@ -187,22 +187,34 @@ fn expected_event(
         frame.declared_len.is_none(),
         "declared lengths must exceed the limit"
     );
+    let invalid_utf8 = Event::Violation(1007, "invalid utf-8");
+    // RFC 6455 8.1: a text message fails as soon as its bytes so far cannot
+    // begin valid UTF-8, at the fragment that breaks it (a sequence cut at
+    // the fragment's end may still be completed by the next one).
+    let broken_text = |first: u8, so_far: &[u8]| {
+        first == 1 && matches!(std::str::from_utf8(so_far), Err(e) if e.error_len().is_some())
+    };
     let (opcode, payload) = match opcode {
         0 => {
-            let (_, so_far) = fragments.as_mut().expect("checked above");
+            let (first, so_far) = fragments.as_mut().expect("checked above");
             so_far.extend_from_slice(&frame.payload);
             if !fin {
+                if broken_text(*first, so_far) {
+                    return Err(invalid_utf8);
+                }
                 return Ok(None);
             }
             fragments.take().expect("checked above")
         }
         1 | 2 if !fin => {
+            if broken_text(opcode, &frame.payload) {
+                return Err(invalid_utf8);
+            }
             *fragments = Some((opcode, frame.payload.clone()));
             return Ok(None);
         }
         _ => (opcode, frame.payload.clone()),
     };
-    let invalid_utf8 = Event::Violation(1007, "invalid utf-8");
     Ok(Some(match opcode {
         1 => match std::str::from_utf8(&payload) {
             Ok(_) => Event::Text(payload),
