@@ -43,7 +43,7 @@
 //! | [`limits`] | fixed limits with their reasons |
 //! | [`error`] | `CloseReason`: one close code and one metrics label each |
 //! | [`server`] | start N shards, wait until ready, stop them |
-//! | [`shard`] | one executor's state, its routing point `Shard::send`, the owner side (`owner`), forward queues and backpressure, listener |
+//! | [`shard`] | one executor's state, its routing point `Shard::send`, the owner side (`owner`), forward queues and backpressure, listener, the once-a-second sweep (liveness, pruning, memory back to the kernel) |
 //! | [`conn`] | a connection: HTTP phase, push, WebSocket session, bounded outgoing queue, gathered writer |
 //! | [`http`] | request heads (httparse), routes, upgrade checks, client IP, push bodies, responses |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
