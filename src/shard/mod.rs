@@ -14,6 +14,7 @@ pub mod listener;
 mod owner;
 mod run;
 mod stop;
+mod sweep;
 
 use crate::access::Namespaces;
 use crate::config::Config;
@@ -21,7 +22,7 @@ use crate::conn::handle::{ConnHandle, Pushed};
 use crate::error::CloseReason;
 use crate::http::JoinOptions;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
-use crate::limits::{FORWARD_CONGESTED, TRIM_AFTER_BYTES_DISCARDED, TRIM_AFTER_SOCKETS_CLOSED};
+use crate::limits::FORWARD_CONGESTED;
 use crate::metrics::{Metrics, ShardCounters};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
@@ -50,27 +51,7 @@ pub struct SocketGuard(Rc<Shard>);
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.0.sockets_open.set(self.0.sockets_open.get() - 1);
-        let closed = &self.0.sockets_closed_since_trim;
-        closed.set(closed.get() + 1);
-    }
-}
-
-/// Hands the allocator's free pages back to the kernel, so that memory
-/// returns to its baseline after a crowd of connections has left. glibc
-/// keeps freed memory in its arenas and gives back only the top of each
-/// heap on its own; `malloc_trim` releases every free page. It locks each
-/// arena in turn (a few ms for a heap of 100 MB), so the sweep calls it only
-/// once most of a crowd has left or big backlogs were dropped.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let started = Instant::now();
-        // SAFETY: malloc_trim only walks the allocator's own free lists.
-        unsafe { libc::malloc_trim(0) };
-        tracing::debug!(
-            took_us = started.elapsed().as_micros() as u64,
-            "released free memory"
-        );
+        self.0.trim.closed();
     }
 }
 
@@ -109,12 +90,8 @@ pub struct Shard {
     /// Accepted sockets still being served (HTTP phase or WebSocket); the
     /// drain waits for them so none is left behind unanswered.
     sockets_open: Cell<usize>,
-    /// Sockets closed since the last `release_free_memory`, and the most
-    /// open at once since then (see `sweep`).
-    sockets_closed_since_trim: Cell<usize>,
-    sockets_peak_since_trim: Cell<usize>,
-    /// Bytes of slow consumers' queues dropped since then.
-    bytes_discarded_since_trim: Cell<usize>,
+    /// When the sweep hands freed memory back to the kernel.
+    trim: sweep::TrimPolicy,
     /// One flag per shard, each written only by its shard: set while that
     /// shard has a congested forward link (see `forward_room`).
     congested: Congestion,
@@ -173,9 +150,7 @@ impl Shard {
             started: Instant::now(),
             draining: Cell::new(false),
             sockets_open: Cell::new(0),
-            sockets_closed_since_trim: Cell::new(0),
-            sockets_peak_since_trim: Cell::new(0),
-            bytes_discarded_since_trim: Cell::new(0),
+            trim: sweep::TrimPolicy::default(),
             congested,
             stop: stop::StopSignal::default(),
             namespaces: RefCell::new(namespaces),
@@ -527,42 +502,6 @@ impl Shard {
 
     // ---- housekeeping ----
 
-    /// Pings quiet connections, drops silent ones, and gives back the queue
-    /// memory a burst left behind. Called every
-    /// `SWEEP_INTERVAL_MS` by the sweep task.
-    fn sweep(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.clock_ms.set(now);
-        let ping_ms = self.config.ping_interval_ms;
-        let idle_ms = self.config.idle_timeout_ms;
-        for conn in self.conns.borrow().values() {
-            let silent = now.saturating_sub(conn.last_heard_ms.get());
-            if silent >= idle_ms {
-                conn.end(CloseReason::IdleTimeout);
-            } else if silent >= ping_ms && !conn.pinged.get() && conn.token.get().is_some() {
-                conn.pinged.set(true);
-                conn.push(crate::ws::frame::ping_frame(b""));
-            }
-            conn.shrink_idle_queue();
-        }
-        let now_ns = self.now_ns();
-        self.upgrade_buckets.borrow_mut().prune(now_ns);
-        self.push_buckets.borrow_mut().prune(now_ns);
-        self.bans.borrow_mut().prune(now_ns);
-        // After a crowd left (many closed, at most half of the peak still
-        // open), not under steady churn, where freed memory is reused; or
-        // after slow consumers' backlogs were dropped.
-        let open = self.sockets_open.get();
-        let crowd_left = self.sockets_closed_since_trim.get() >= TRIM_AFTER_SOCKETS_CLOSED
-            && open * 2 <= self.sockets_peak_since_trim.get();
-        if crowd_left || self.bytes_discarded_since_trim.get() >= TRIM_AFTER_BYTES_DISCARDED {
-            release_free_memory();
-            self.sockets_closed_since_trim.set(0);
-            self.sockets_peak_since_trim.set(open);
-            self.bytes_discarded_since_trim.set(0);
-        }
-    }
-
     /// Starts the drain: every connection gets 1001 after its queue.
     fn begin_shutdown(&self) {
         self.draining.set(true);
@@ -630,8 +569,7 @@ impl Shard {
 
     /// Counts a slow consumer's dropped backlog (see `sweep`).
     pub fn note_discarded(&self, bytes: usize) {
-        let total = &self.bytes_discarded_since_trim;
-        total.set(total.get() + bytes);
+        self.trim.discarded(bytes);
     }
 
     pub fn open_conns(&self) -> usize {
@@ -642,8 +580,7 @@ impl Shard {
     pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
         let open = self.sockets_open.get() + 1;
         self.sockets_open.set(open);
-        let peak = &self.sockets_peak_since_trim;
-        peak.set(peak.get().max(open));
+        self.trim.opened(open);
         SocketGuard(self.clone())
     }
 
