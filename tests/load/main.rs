@@ -8,7 +8,7 @@
 
 #[path = "../relay/run_log.rs"]
 mod run_log;
-#[path = "../relay/support.rs"]
+#[path = "../relay/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@ mod edges;
 mod endpoints;
 mod faults;
 mod limits;
+mod no_listing;
 mod no_loss;
 mod node_client;
 mod protocol;
