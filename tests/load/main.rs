@@ -114,15 +114,7 @@ fn cycle(process: &RelayProcess, prefix: &str, n: usize, channels: usize) -> (u6
     }
     let peak = process.rss_kib();
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while relay.metric_sum("itty_connections_open") + relay.metric_sum("itty_channels") > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "connections or channels left behind:\n{}",
-            relay.metrics()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    relay.wait_until_empty(Duration::from_secs(30));
     (peak, deliveries)
 }
 

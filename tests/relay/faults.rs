@@ -95,11 +95,11 @@ fn a_reader_that_stops_is_cut_at_its_queue_bound_its_memory_released_and_no_one_
     );
     assert_eq!(stalled.read_close_code(), 1008);
     // Counted once the socket is gone (after the close handshake timeout).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay.metric_labelled("connections_closed_total", "reason", "slow_consumer") == 0 {
-        assert!(Instant::now() < deadline, "{}", relay.metrics());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    relay.wait_until(
+        Duration::from_secs(10),
+        "the slow consumer was not counted",
+        |r| r.metric_labelled("connections_closed_total", "reason", "slow_consumer") > 0,
+    );
     assert_eq!(
         relay.metric_labelled("connections_closed_total", "reason", "slow_consumer"),
         1
@@ -451,13 +451,7 @@ fn hostile_bytes_never_take_a_shard_down() {
     a.recv_event("join");
     b.send("\"still fine\"");
     assert_eq!(a.recv_message()["message"], "still fine");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay.metric_sum("itty_connections_open") > 2 {
-        assert!(
-            Instant::now() < deadline,
-            "junk connections left open:\n{}",
-            relay.metrics()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    relay.wait_until(Duration::from_secs(10), "junk connections left open", |r| {
+        r.metric_sum("itty_connections_open") <= 2
+    });
 }

@@ -199,6 +199,23 @@ impl Relay {
             .sum()
     }
 
+    /// Polls `done` every 20 ms until it holds; fails after `within`,
+    /// naming `what` and showing the metrics.
+    pub fn wait_until(&self, within: Duration, what: &str, mut done: impl FnMut(&Relay) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.metrics());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until no connection and no channel is left.
+    pub fn wait_until_empty(&self, within: Duration) {
+        self.wait_until(within, "connections or channels left behind", |r| {
+            r.metric_sum("itty_connections_open") + r.metric_sum("itty_channels") == 0
+        });
+    }
+
     pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().expect("clean shutdown");
