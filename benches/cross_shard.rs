@@ -23,7 +23,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use itty_relay::id::ChannelToken;
-use itty_relay::shard::forward::{Batch, PeerLink, ShardMsg};
+use itty_relay::shard::links::PeerLink;
+use itty_relay::shard::message::{Batch, ShardMsg};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ fn glommio_run(batch: usize, batches: u64) -> Duration {
             let start = Instant::now();
             for _ in 0..batches {
                 for _ in 0..batch {
-                    link.push(msg(), usize::MAX);
+                    link.forward(msg(), usize::MAX);
                 }
                 let batch = link.next_batch().await;
                 if tx.send(batch).await.is_err() {
@@ -100,7 +101,7 @@ fn crossbeam_run(batch: usize, batches: u64) -> Duration {
             let start = Instant::now();
             for _ in 0..batches {
                 for _ in 0..batch {
-                    link.push(msg(), usize::MAX);
+                    link.forward(msg(), usize::MAX);
                 }
                 let batch = futures_lite::future::block_on(link.next_batch());
                 tx.send(batch).expect("the receiver stopped");

@@ -1,11 +1,11 @@
-//! Fanning one frame out into member queues: `conn::handle::ConnHandle::push`
+//! Fanning one frame out into member queues: `conn::handle::ConnHandle::deliver`
 //! over a channel's local subscriber list.
 //!
 //! For every relayed message the owner shard (and every other shard with
 //! members) clones the one frame `Bytes` into each local member's bounded
 //! queue; this loop is the part of the relay's cost that grows with the
 //! audience, so its cost per delivery sets the deliveries per second a
-//! core can reach. The loop is the one in `Shard::home_fan_out` (skip the
+//! core can reach. The loop is the one in `Home::fan_out` (skip the
 //! sender, count what was queued) over `Rc<ConnHandle>`s as the shard
 //! keeps them.
 //!
@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use itty_relay::conn::handle::{ConnHandle, Pushed};
+use itty_relay::conn::handle::{ConnHandle, Delivery};
 use itty_relay::id::{ConnId, Uid};
 use itty_relay::pubsub::envelope::{self, Who};
 use std::hint::black_box;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const MEMBERS: [usize; 3] = [100, 1000, 10_000];
 /// The relay's default `outgoing_queue_bytes_max`.
 const QUEUE_BYTES_MAX: usize = 1024 * 1024;
-/// Frames pushed to one set of handles before it is replaced.
+/// Frames delivered to one set of handles before it is replaced.
 const ROUNDS: u64 = 8;
 
 fn handles(n: usize) -> Vec<Rc<ConnHandle>> {
@@ -42,11 +42,11 @@ fn handles(n: usize) -> Vec<Rc<ConnHandle>> {
         .collect()
 }
 
-/// `Shard::home_fan_out`'s loop.
+/// `Home::fan_out`'s loop.
 fn fan_out(list: &[Rc<ConnHandle>], frame: &Bytes, except: Option<ConnId>) -> u64 {
     let mut delivered = 0;
     for conn in list {
-        if Some(conn.id) != except && conn.push(frame.clone()) == Pushed::Queued {
+        if Some(conn.id()) != except && conn.deliver(frame.clone()) == Delivery::Queued {
             delivered += 1;
         }
     }
@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     for members in MEMBERS {
         group.throughput(Throughput::Elements(members as u64));
-        group.bench_function(BenchmarkId::new("push", members), |b| {
+        group.bench_function(BenchmarkId::new("deliver", members), |b| {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
                 let (mut done, mut delivered) = (0, 0);
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
                     timed += start.elapsed();
                     done += rounds;
                 }
-                assert_eq!(delivered, iters * members as u64, "every push queued");
+                assert_eq!(delivered, iters * members as u64, "every delivery queued");
                 timed
             })
         });

@@ -2,6 +2,7 @@
 //! A connection's error ends that connection only; it is counted under its
 //! `CloseReason` and never reaches the accept loop or another connection.
 
+use crate::outcome::labelled;
 use crate::ws::codec::Violation;
 
 /// Why the server ended (or is ending) a WebSocket connection.
@@ -46,21 +47,26 @@ impl CloseReason {
         }
     }
 
+    /// What metrics count this reason as.
+    pub fn kind(self) -> CloseKind {
+        match self {
+            CloseReason::ClientClosed(_) => CloseKind::ClientClosed,
+            CloseReason::PeerGone => CloseKind::PeerGone,
+            CloseReason::Violation(v) if v.code == 1009 => CloseKind::MessageTooBig,
+            CloseReason::Violation(v) if v.code == 1007 => CloseKind::InvalidUtf8,
+            CloseReason::Violation(_) => CloseKind::ProtocolViolation,
+            CloseReason::SlowConsumer => CloseKind::SlowConsumer,
+            CloseReason::IdleTimeout => CloseKind::IdleTimeout,
+            CloseReason::ServerShutdown => CloseKind::ServerShutdown,
+            CloseReason::WriteFailed => CloseKind::WriteFailed,
+            CloseReason::RateLimited => CloseKind::RateLimited,
+            CloseReason::JoinRefused => CloseKind::JoinRefused,
+        }
+    }
+
     /// The label under which metrics count this reason. Never user data.
     pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::ClientClosed(_) => "client_closed",
-            CloseReason::PeerGone => "peer_gone",
-            CloseReason::Violation(v) if v.code == 1009 => "message_too_big",
-            CloseReason::Violation(v) if v.code == 1007 => "invalid_utf8",
-            CloseReason::Violation(_) => "protocol_violation",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::ServerShutdown => "server_shutdown",
-            CloseReason::WriteFailed => "write_failed",
-            CloseReason::RateLimited => "rate_limited",
-            CloseReason::JoinRefused => "join_refused",
-        }
+        self.kind().label()
     }
 
     /// Whether queued frames are still worth sending before the close frame.
@@ -70,6 +76,23 @@ impl CloseReason {
             self,
             CloseReason::SlowConsumer | CloseReason::PeerGone | CloseReason::WriteFailed
         )
+    }
+}
+
+labelled! {
+    /// `CloseReason`s as metrics count them (`connections_closed{reason}`).
+    pub enum CloseKind {
+        ClientClosed = "client_closed",
+        PeerGone = "peer_gone",
+        MessageTooBig = "message_too_big",
+        InvalidUtf8 = "invalid_utf8",
+        ProtocolViolation = "protocol_violation",
+        SlowConsumer = "slow_consumer",
+        IdleTimeout = "idle_timeout",
+        ServerShutdown = "server_shutdown",
+        WriteFailed = "write_failed",
+        RateLimited = "rate_limited",
+        JoinRefused = "join_refused",
     }
 }
 

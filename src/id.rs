@@ -21,20 +21,10 @@ impl ShardId {
 }
 
 /// A connection, unique while the server runs. Its home shard (the one that
-/// accepted it and owns its socket) is derived from the number.
+/// accepted it and owns its socket) is derived from the number
+/// (`router::Router::home_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
-
-impl ConnId {
-    /// The `local`-th connection of `shard` in a server of `shards` shards.
-    pub fn new(local: u64, shard: ShardId, shards: usize) -> ConnId {
-        ConnId(local * shards as u64 + shard.0 as u64)
-    }
-
-    pub fn home(self, shards: usize) -> ShardId {
-        ShardId((self.0 % shards as u64) as u16)
-    }
-}
 
 /// A channel instance, named by its owner when the channel is created and
 /// retired when it empties. Unique across shards like `ConnId`.
@@ -240,18 +230,6 @@ mod tests {
             UidCipher::new(1).uid(ConnId(5)),
             UidCipher::new(2).uid(ConnId(5))
         );
-    }
-
-    #[test]
-    fn connection_numbers_interleave_shards_without_collision() {
-        let mut seen = HashSet::new();
-        for shard in 0..3u16 {
-            for local in 0..1000 {
-                let id = ConnId::new(local, ShardId(shard), 3);
-                assert_eq!(id.home(3), ShardId(shard));
-                assert!(seen.insert(id));
-            }
-        }
     }
 
     #[test]

@@ -60,11 +60,13 @@ pub mod http;
 pub mod id;
 pub mod limits;
 pub mod metrics;
+pub mod outcome;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod wake;
 pub mod ws;
 
 pub use config::Config;

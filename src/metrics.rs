@@ -3,78 +3,11 @@
 //! reads every block and sums. No channel name, uid, address or payload is
 //! ever a label.
 
-use crate::error::CloseReason;
+use crate::error::{CloseKind, CloseReason};
+use crate::outcome::{DropReason, PushStatus, UpgradeRefusal};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-
-/// Close reasons in the order of their counters.
-pub const CLOSE_LABELS: [&str; 11] = [
-    "client_closed",
-    "peer_gone",
-    "message_too_big",
-    "invalid_utf8",
-    "protocol_violation",
-    "slow_consumer",
-    "idle_timeout",
-    "server_shutdown",
-    "write_failed",
-    "rate_limited",
-    "join_refused",
-];
-
-/// Why a message (or a frame) was not relayed, in the order of `dropped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
-    /// Over the sender's message rate (a warning went out).
-    RateLimited = 0,
-    /// The sender lacks the channel's send key.
-    NoSendKey,
-    /// Not one JSON value (or an unterminated direct-message prefix).
-    InvalidJson,
-    /// A binary frame.
-    Binary,
-    /// A direct message to a uid not on the channel.
-    NoRecipient,
-    /// A forward to another shard whose backlog was full.
-    ForwardBacklogFull,
-}
-
-pub const DROP_LABELS: [&str; 6] = [
-    "rate_limited",
-    "no_send_key",
-    "invalid_json",
-    "binary",
-    "no_recipient",
-    "forward_backlog_full",
-];
-
-/// Why an upgrade was refused before it became a connection, in the order
-/// of `upgrades_refused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpgradeRefusal {
-    /// Over the per-IP upgrade rate (429).
-    RateLimited = 0,
-    /// The IP is banned (429).
-    Banned,
-    /// The shard serves `connections_per_shard_max` already (503).
-    ShardFull,
-    /// A wrong or missing join key (403), namespace or ephemeral.
-    JoinKey,
-    /// The server is draining (503).
-    Draining,
-}
-
-pub const UPGRADE_REFUSAL_LABELS: [&str; 5] = [
-    "rate_limited",
-    "banned",
-    "shard_full",
-    "join_key",
-    "draining",
-];
-
-/// Push response statuses, in the order of `push_requests`.
-pub const PUSH_STATUSES: [u16; 11] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 501, 503];
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
@@ -84,14 +17,14 @@ macro_rules! counters {
         #[derive(Default)]
         pub struct ShardCounters {
             $( $(#[doc = $doc])* pub $name: Counter, )*
-            /// WebSocket connections closed, by `CLOSE_LABELS`.
-            pub closed: [Counter; CLOSE_LABELS.len()],
-            /// Messages not relayed, by `DROP_LABELS`.
-            pub dropped: [Counter; DROP_LABELS.len()],
-            /// Upgrades refused, by `UPGRADE_REFUSAL_LABELS`.
-            pub upgrades_refused: [Counter; UPGRADE_REFUSAL_LABELS.len()],
-            /// Push requests answered, by `PUSH_STATUSES`.
-            pub push_requests: [Counter; PUSH_STATUSES.len()],
+            /// WebSocket connections closed, by `CloseKind`.
+            pub closed: [Counter; CloseKind::COUNT],
+            /// Messages not relayed, by `DropReason`.
+            pub dropped: [Counter; DropReason::COUNT],
+            /// Upgrades refused, by `UpgradeRefusal`.
+            pub upgrades_refused: [Counter; UpgradeRefusal::COUNT],
+            /// Push requests answered, by `PushStatus`.
+            pub push_requests: [Counter; PushStatus::COUNT],
         }
 
         const COUNTER_NAMES: &[(&str, &str)] = &[ $( (stringify!($name), concat!($($doc),*)), )* ];
@@ -109,7 +42,7 @@ counters! {
     connections_open,
     /// WebSocket connections accepted (upgraded) since start.
     connections_accepted,
-    /// HTTP requests answered without an upgrade.
+    /// HTTP request heads read (upgrades included).
     http_requests,
     /// Channels this shard owns now.
     channels,
@@ -169,35 +102,30 @@ pub fn new(shards: usize) -> Metrics {
 
 impl ShardCounters {
     pub fn count_close(&self, reason: CloseReason) {
-        let label = reason.label();
-        if let Some(i) = CLOSE_LABELS.iter().position(|&l| l == label) {
-            self.closed[i].incr();
-        }
+        self.closed[reason.kind().index()].incr();
     }
 
-    pub fn count_drop(&self, why: Drop) {
-        self.dropped[why as usize].incr();
+    pub fn count_drop(&self, why: DropReason) {
+        self.dropped[why.index()].incr();
     }
 
     pub fn count_upgrade_refused(&self, why: UpgradeRefusal) {
-        self.upgrades_refused[why as usize].incr();
+        self.upgrades_refused[why.index()].incr();
     }
 
-    pub fn count_push(&self, status: u16) {
-        if let Some(i) = PUSH_STATUSES.iter().position(|&s| s == status) {
-            self.push_requests[i].incr();
-        }
+    pub fn count_push(&self, status: PushStatus) {
+        self.push_requests[status.index()].incr();
     }
 }
 
 /// Writes one labelled counter family: a line per shard and label.
-fn render_family<L: std::fmt::Display>(
+fn render_family(
     out: &mut String,
     metrics: &[ShardCounters],
     name: &str,
     help: &str,
     label: &str,
-    values: &[L],
+    values: &[&str],
     counters: impl Fn(&ShardCounters) -> &[Counter],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -211,6 +139,10 @@ fn render_family<L: std::fmt::Display>(
             );
         }
     }
+}
+
+fn labels<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|&v| label(v)).collect()
 }
 
 /// The Prometheus text exposition of all shards.
@@ -240,7 +172,7 @@ pub fn render(metrics: &[ShardCounters]) -> String {
         "itty_connections_closed_total",
         "WebSocket connections closed, by reason.",
         "reason",
-        &CLOSE_LABELS,
+        &labels(CloseKind::ALL, CloseKind::label),
         |m| &m.closed,
     );
     render_family(
@@ -249,7 +181,7 @@ pub fn render(metrics: &[ShardCounters]) -> String {
         "itty_messages_dropped_total",
         "Messages not relayed, by reason.",
         "reason",
-        &DROP_LABELS,
+        &labels(DropReason::ALL, DropReason::label),
         |m| &m.dropped,
     );
     render_family(
@@ -258,7 +190,7 @@ pub fn render(metrics: &[ShardCounters]) -> String {
         "itty_upgrades_refused_total",
         "WebSocket upgrades refused before the connection opened, by reason.",
         "reason",
-        &UPGRADE_REFUSAL_LABELS,
+        &labels(UpgradeRefusal::ALL, UpgradeRefusal::label),
         |m| &m.upgrades_refused,
     );
     render_family(
@@ -267,7 +199,7 @@ pub fn render(metrics: &[ShardCounters]) -> String {
         "itty_push_requests_total",
         "HTTP push requests answered, by status.",
         "status",
-        &PUSH_STATUSES,
+        &labels(PushStatus::ALL, PushStatus::label),
         |m| &m.push_requests,
     );
     out
@@ -290,32 +222,71 @@ mod tests {
         assert!(text.contains("# TYPE itty_connections_open gauge"));
     }
 
+    /// Counts every variant of every labelled family once and checks that
+    /// the scrape shows each at 1: a variant that is not counted or not
+    /// rendered fails here.
     #[test]
-    fn every_close_reason_has_a_label() {
+    fn every_outcome_is_counted_and_rendered_under_its_label() {
+        let m = new(1);
+        for &k in CloseKind::ALL {
+            m[0].closed[k.index()].incr();
+        }
+        for &r in DropReason::ALL {
+            m[0].count_drop(r);
+        }
+        for &r in UpgradeRefusal::ALL {
+            m[0].count_upgrade_refused(r);
+        }
+        for &s in PushStatus::ALL {
+            m[0].count_push(s);
+        }
+        let text = render(&m);
+        let lines = |family: &str, label: &str, values: Vec<&str>| {
+            for v in values {
+                let line = format!("{family}{{shard=\"0\",{label}=\"{v}\"}} 1\n");
+                assert!(text.contains(&line), "missing: {line}");
+            }
+        };
+        lines(
+            "itty_connections_closed_total",
+            "reason",
+            labels(CloseKind::ALL, CloseKind::label),
+        );
+        lines(
+            "itty_messages_dropped_total",
+            "reason",
+            labels(DropReason::ALL, DropReason::label),
+        );
+        lines(
+            "itty_upgrades_refused_total",
+            "reason",
+            labels(UpgradeRefusal::ALL, UpgradeRefusal::label),
+        );
+        lines(
+            "itty_push_requests_total",
+            "status",
+            labels(PushStatus::ALL, PushStatus::label),
+        );
+    }
+
+    #[test]
+    fn every_close_reason_maps_to_its_kind() {
         use crate::ws::codec::Violation;
-        for r in [
+        let violation = |code| CloseReason::Violation(Violation { code, reason: "" });
+        let reasons = [
             CloseReason::ClientClosed(None),
             CloseReason::PeerGone,
-            CloseReason::Violation(Violation {
-                code: 1009,
-                reason: "",
-            }),
-            CloseReason::Violation(Violation {
-                code: 1007,
-                reason: "",
-            }),
-            CloseReason::Violation(Violation {
-                code: 1002,
-                reason: "",
-            }),
+            violation(1009),
+            violation(1007),
+            violation(1002),
             CloseReason::SlowConsumer,
             CloseReason::IdleTimeout,
             CloseReason::ServerShutdown,
             CloseReason::WriteFailed,
             CloseReason::RateLimited,
             CloseReason::JoinRefused,
-        ] {
-            assert!(CLOSE_LABELS.contains(&r.label()));
-        }
+        ];
+        let kinds: Vec<_> = reasons.iter().map(|r| r.kind()).collect();
+        assert_eq!(kinds, CloseKind::ALL, "one reason per kind, in order");
     }
 }

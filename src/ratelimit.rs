@@ -88,7 +88,7 @@ impl IpKey {
 
 /// Why an IP was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum OverLimit {
     /// Over its rate: retry after this many seconds (at least 1).
     RateLimited { retry_after_secs: u64 },
     /// Banned: retry after this many seconds (at least 1).
@@ -117,11 +117,11 @@ impl IpBuckets {
     }
 
     /// Takes a token for `ip`.
-    pub fn take(&mut self, ip: IpKey, now_ns: u64) -> Result<(), Refused> {
+    pub fn take(&mut self, ip: IpKey, now_ns: u64) -> Result<(), OverLimit> {
         if self.buckets.len() >= self.entries_max && !self.buckets.contains_key(&ip) {
             self.prune(now_ns);
             if self.buckets.len() >= self.entries_max {
-                return Err(Refused::TableFull);
+                return Err(OverLimit::TableFull);
             }
         }
         let rate = self.rate;
@@ -129,7 +129,7 @@ impl IpBuckets {
             .entry(ip)
             .or_default()
             .take(rate, now_ns)
-            .map_err(|wait_ns| Refused::RateLimited {
+            .map_err(|wait_ns| OverLimit::RateLimited {
                 retry_after_secs: secs_ceil(wait_ns),
             })
     }
@@ -188,9 +188,9 @@ impl BanList {
     }
 
     /// `Err` while `ip` is banned.
-    pub fn check(&self, ip: IpKey, now_ns: u64) -> Result<(), Refused> {
+    pub fn check(&self, ip: IpKey, now_ns: u64) -> Result<(), OverLimit> {
         match self.until_ns.get(&ip) {
-            Some(&until) if until > now_ns => Err(Refused::Banned {
+            Some(&until) if until > now_ns => Err(OverLimit::Banned {
                 retry_after_secs: secs_ceil(until - now_ns),
             }),
             _ => Ok(()),
@@ -274,7 +274,7 @@ mod tests {
         }
         assert_eq!(
             t.take(ip(1), SEC),
-            Err(Refused::RateLimited {
+            Err(OverLimit::RateLimited {
                 retry_after_secs: 1
             })
         );
@@ -290,7 +290,7 @@ mod tests {
         let mut t = IpBuckets::new(Rate::new(1, 5), 2);
         t.take(ip(1), SEC).unwrap();
         t.take(ip(2), SEC).unwrap();
-        assert_eq!(t.take(ip(3), SEC), Err(Refused::TableFull));
+        assert_eq!(t.take(ip(3), SEC), Err(OverLimit::TableFull));
         t.take(ip(1), SEC).unwrap();
         assert!(t.take(ip(3), 3 * SEC).is_ok());
     }
@@ -301,7 +301,7 @@ mod tests {
         bans.ban(ip(1), 61 * SEC, SEC);
         assert_eq!(
             bans.check(ip(1), SEC),
-            Err(Refused::Banned {
+            Err(OverLimit::Banned {
                 retry_after_secs: 60
             })
         );

@@ -9,7 +9,7 @@ use crate::config::{allowed_cpus, Config, MetricsEndpoint};
 use crate::error::Error;
 use crate::id::{random_seed, ShardId, UidCipher};
 use crate::metrics::{self, Metrics};
-use crate::shard::{self, forward::Batch, Shard, ShardWiring};
+use crate::shard::{self, message::Batch, Shard, ShardWiring};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::io::Write;

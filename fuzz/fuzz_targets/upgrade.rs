@@ -1,4 +1,4 @@
-//! Routing and the WebSocket upgrade checks (`http::request::route`) on
+//! Routing and the WebSocket upgrade checks (`http::request::endpoint`) on
 //! requests parsed by `http::parse_head` as a connection would.
 //!
 //! The input is read twice: as the bytes of a request (the seeds are real
@@ -16,7 +16,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use itty_relay::http::request::{decode_channel, parse_join_options};
-use itty_relay::http::{parse_head, route, HeadLimits, RequestHead, Route};
+use itty_relay::http::{endpoint, parse_head, Endpoint, HeadLimits, RequestHead};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -236,8 +236,8 @@ fuzz_target!(|data: &[u8]| {
 /// `request`: how the head was built, when the target built it.
 fn check_route(head: &RequestHead, request: Option<&Request>) {
     let built_valid = request.is_some_and(Request::built_valid);
-    match route(head) {
-        Ok(Route::Join {
+    match endpoint(head) {
+        Ok(Endpoint::Join {
             channel,
             options,
             accept_key,
@@ -252,16 +252,16 @@ fn check_route(head: &RequestHead, request: Option<&Request>) {
             assert!(!channel.is_empty() && channel.len() <= 256);
             assert_eq!(parse_join_options(query).as_ref(), Ok(&options));
         }
-        Ok(Route::Echo { accept_key }) => {
+        Ok(Endpoint::Echo { accept_key }) => {
             assert_handshake(head, &accept_key);
             assert_eq!(head.target.split('?').next(), Some("/__echo"));
         }
-        Ok(Route::Push { channel }) => {
+        Ok(Endpoint::Push { channel }) => {
             assert_eq!(head.method, "POST");
             assert!(head.target.starts_with("/push/"));
             assert!(!channel.is_empty() && channel.len() <= 256);
         }
-        Ok(Route::Version | Route::Health | Route::Metrics) => {
+        Ok(Endpoint::Version | Endpoint::Health | Endpoint::Metrics) => {
             assert!(head.method == "GET" || head.method == "HEAD");
         }
         Err(refusal) => {

@@ -2,23 +2,23 @@
 //! queue of outgoing frames, its channel membership and its end. Owned by
 //! the connection's home shard; never leaves it (it is `Rc`, not `Send`).
 //!
-//! Overflow policy: a push that would take the queue past its byte bound
-//! ends the connection as a slow consumer instead; the channel never waits.
+//! Overflow policy: a delivery that would take the queue past its byte
+//! bound ends the connection as a slow consumer instead; the channel never
+//! waits.
 
 use crate::error::CloseReason;
 use crate::id::{ChannelToken, ConnId, Uid};
+use crate::wake::WakerSlot;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::task::{Poll, Waker};
 
 /// Frame slots an idle connection's queue keeps (32 bytes each).
 const QUEUE_SLOTS_IDLE: usize = 8;
 
-/// What became of a frame handed to `push`.
+/// What became of a frame handed to `deliver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
+pub enum Delivery {
     Queued,
     /// The connection is ending; the frame was not queued.
     Ending,
@@ -27,41 +27,52 @@ pub enum Pushed {
     Overflow,
 }
 
+/// What the sweep should do about a connection's silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Quiet for the ping interval: ping it (once).
+    PingDue,
+    /// Silent for the idle timeout: drop it.
+    Idle,
+}
+
 pub struct ConnHandle {
-    pub id: ConnId,
-    pub uid: Uid,
+    id: ConnId,
+    uid: Uid,
     /// Whether the client receives its own broadcasts.
-    pub echo: bool,
+    echo: bool,
     /// Frames (and, before the upgrade, the HTTP response) not yet written.
     queue: RefCell<VecDeque<Bytes>>,
     /// Bytes in `queue` not yet written (the head frame may be partly sent).
     queued_bytes: Cell<usize>,
     queued_bytes_max: usize,
     /// The writer task, parked until there is output or an end.
-    writer: Cell<Option<Waker>>,
+    writer: WakerSlot,
     /// The writer task while it waits for a full socket: woken by an end
-    /// only, so pushes to a stalled client do not retry its socket.
-    writer_blocked: Cell<Option<Waker>>,
-    /// The connection's main task, parked until it is joined or ended.
-    main: Cell<Option<Waker>>,
+    /// only, so deliveries to a stalled client do not retry its socket.
+    writer_blocked: WakerSlot,
+    /// The session's reading task, parked until the join is answered or
+    /// the connection ends.
+    session: WakerSlot,
     /// The first reason the connection ended for; later ones are ignored.
     end: Cell<Option<CloseReason>>,
     /// The channel instance it joined, once its owner confirmed the join.
-    pub token: Cell<Option<ChannelToken>>,
-    /// Its index in its shard's subscriber list for `token`.
-    pub subscriber_slot: Cell<usize>,
+    channel: Cell<Option<ChannelToken>>,
+    /// Its index in its home shard's subscriber list for `channel`.
+    subscriber_slot: Cell<usize>,
     /// Shard clock (ms) when the client was last heard from.
-    pub last_heard_ms: Cell<u64>,
+    last_heard_ms: Cell<u64>,
     /// Whether a ping went out since the client was last heard from.
-    pub pinged: Cell<bool>,
+    pinged: Cell<bool>,
     /// The socket, so a stopping shard can cut a connection that outlived
     /// the drain (-1 until the session sets it).
-    pub socket_fd: Cell<std::os::fd::RawFd>,
+    socket_fd: Cell<std::os::fd::RawFd>,
     /// Set for a connection that joins no channel (the echo endpoint).
     joinless: Cell<bool>,
     /// Whether it may send: it holds the channel's send key, or none is
     /// needed. Decided at the join.
-    pub may_send: Cell<bool>,
+    may_send: Cell<bool>,
 }
 
 impl ConnHandle {
@@ -79,11 +90,11 @@ impl ConnHandle {
             queue: RefCell::new(VecDeque::with_capacity(QUEUE_SLOTS_IDLE)),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
-            writer: Cell::new(None),
-            writer_blocked: Cell::new(None),
-            main: Cell::new(None),
+            writer: WakerSlot::default(),
+            writer_blocked: WakerSlot::default(),
+            session: WakerSlot::default(),
             end: Cell::new(None),
-            token: Cell::new(None),
+            channel: Cell::new(None),
             subscriber_slot: Cell::new(0),
             last_heard_ms: Cell::new(now_ms),
             pinged: Cell::new(false),
@@ -93,28 +104,38 @@ impl ConnHandle {
         }
     }
 
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub fn echo(&self) -> bool {
+        self.echo
+    }
+
     /// Queues a frame for the writer. Never blocks and never waits.
     #[inline]
-    pub fn push(&self, frame: Bytes) -> Pushed {
+    pub fn deliver(&self, frame: Bytes) -> Delivery {
         if self.end.get().is_some() {
-            return Pushed::Ending;
+            return Delivery::Ending;
         }
         let queued = self.queued_bytes.get() + frame.len();
         if queued > self.queued_bytes_max {
             self.end(CloseReason::SlowConsumer);
-            return Pushed::Overflow;
+            return Delivery::Overflow;
         }
         self.queued_bytes.set(queued);
         self.queue.borrow_mut().push_back(frame);
-        if let Some(w) = self.writer.take() {
-            w.wake();
-        }
-        Pushed::Queued
+        self.writer.wake();
+        Delivery::Queued
     }
 
     /// Queues the last frame (the close frame) even though the connection
     /// is ending. For the writer only.
-    pub(crate) fn push_final(&self, frame: Bytes) {
+    pub(crate) fn deliver_final(&self, frame: Bytes) {
         self.queued_bytes.set(self.queued_bytes.get() + frame.len());
         self.queue.borrow_mut().push_back(frame);
     }
@@ -126,12 +147,9 @@ impl ConnHandle {
             return false;
         }
         self.end.set(Some(reason));
-        self.wake_main();
-        for slot in [&self.writer, &self.writer_blocked] {
-            if let Some(w) = slot.take() {
-                w.wake();
-            }
-        }
+        self.session.wake();
+        self.writer.wake();
+        self.writer_blocked.wake();
         true
     }
 
@@ -140,8 +158,13 @@ impl ConnHandle {
     /// ever opens.
     pub fn refuse(&self, response: Vec<u8>) {
         self.discard_queue(0);
-        self.push_final(Bytes::from(response));
+        self.deliver_final(Bytes::from(response));
         self.end(CloseReason::JoinRefused);
+    }
+
+    /// Remembers the socket, so a stopping shard can cut it.
+    pub fn set_socket(&self, fd: std::os::fd::RawFd) {
+        self.socket_fd.set(fd);
     }
 
     /// Shuts the socket down both ways (the fd stays owned by the session).
@@ -157,16 +180,26 @@ impl ConnHandle {
         self.end.get()
     }
 
-    /// Records the owner's confirmation of the join and wakes the main task.
-    pub fn set_joined(&self, token: ChannelToken) {
-        self.token.set(Some(token));
-        self.wake_main();
+    /// Records the owner's confirmation of the join (and whether it may
+    /// send) and wakes the session.
+    pub fn set_joined(&self, token: ChannelToken, may_send: bool) {
+        self.may_send.set(may_send);
+        self.channel.set(Some(token));
+        self.session.wake();
     }
 
-    fn wake_main(&self) {
-        if let Some(w) = self.main.take() {
-            w.wake();
-        }
+    /// The channel instance it is a member of, once joined.
+    pub fn channel(&self) -> Option<ChannelToken> {
+        self.channel.get()
+    }
+
+    /// Leaves the channel: returns it, and it is no longer a member.
+    pub fn take_channel(&self) -> Option<ChannelToken> {
+        self.channel.take()
+    }
+
+    pub fn may_send(&self) -> bool {
+        self.may_send.get()
     }
 
     /// For a connection that joins no channel (the echo endpoint): its
@@ -175,53 +208,68 @@ impl ConnHandle {
         self.joinless.set(true);
     }
 
+    /// The client was heard from (any bytes) at shard clock `now_ms`.
+    pub fn heard_from(&self, now_ms: u64) {
+        self.last_heard_ms.set(now_ms);
+        self.pinged.set(false);
+    }
+
+    /// What its silence calls for at `now_ms`. A ping is due once per
+    /// silence, and only for a member (the echo endpoint is never pinged).
+    pub fn liveness(&self, now_ms: u64, ping_ms: u64, idle_ms: u64) -> Liveness {
+        let silent = now_ms.saturating_sub(self.last_heard_ms.get());
+        if silent >= idle_ms {
+            Liveness::Idle
+        } else if silent >= ping_ms && !self.pinged.get() && self.channel.get().is_some() {
+            Liveness::PingDue
+        } else {
+            Liveness::Alive
+        }
+    }
+
+    /// Records that a ping went out for this silence.
+    pub fn pinged(&self) {
+        self.pinged.set(true);
+    }
+
+    /// Its index in its home shard's subscriber list. For `shard::home`.
+    pub(crate) fn subscriber_slot(&self) -> usize {
+        self.subscriber_slot.get()
+    }
+
+    pub(crate) fn set_subscriber_slot(&self, slot: usize) {
+        self.subscriber_slot.set(slot);
+    }
+
     /// Waits until the join is confirmed or the connection ended.
     pub async fn joined_or_ended(&self) {
-        poll_fn(|cx| {
-            if self.token.get().is_some() || self.joinless.get() || self.end.get().is_some() {
-                return Poll::Ready(());
-            }
-            self.main.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await
+        self.session
+            .until(|| {
+                let done =
+                    self.channel.get().is_some() || self.joinless.get() || self.end.get().is_some();
+                done.then_some(())
+            })
+            .await
     }
 
     /// Waits until the connection ended.
     pub async fn wait_ended(&self) -> CloseReason {
-        poll_fn(|cx| match self.end.get() {
-            Some(reason) => Poll::Ready(reason),
-            None => {
-                self.main.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        self.session.until(|| self.end.get()).await
     }
 
     /// For the writer while its socket is full: resolves when the
     /// connection ends.
     pub(crate) async fn ended_while_blocked(&self) {
-        poll_fn(|cx| {
-            if self.end.get().is_some() {
-                return Poll::Ready(());
-            }
-            self.writer_blocked.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await
+        self.writer_blocked
+            .until(|| self.end.get().map(|_| ()))
+            .await
     }
 
     /// Waits until there is something to write or the connection ended.
     pub async fn output_or_end(&self) {
-        poll_fn(|cx| {
-            if !self.queue.borrow().is_empty() || self.end.get().is_some() {
-                return Poll::Ready(());
-            }
-            self.writer.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await
+        self.writer
+            .until(|| (!self.queue.borrow().is_empty() || self.end.get().is_some()).then_some(()))
+            .await
     }
 
     /// The queue, for the writer only.
@@ -279,11 +327,11 @@ mod tests {
     #[test]
     fn push_queues_until_the_bound_then_ends_as_slow_consumer() {
         let c = conn(10);
-        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
-        assert_eq!(c.push(Bytes::from_static(b"12345")), Pushed::Queued);
-        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Overflow);
+        assert_eq!(c.deliver(Bytes::from_static(b"12345")), Delivery::Queued);
+        assert_eq!(c.deliver(Bytes::from_static(b"12345")), Delivery::Queued);
+        assert_eq!(c.deliver(Bytes::from_static(b"1")), Delivery::Overflow);
         assert_eq!(c.ended(), Some(CloseReason::SlowConsumer));
-        assert_eq!(c.push(Bytes::from_static(b"1")), Pushed::Ending);
+        assert_eq!(c.deliver(Bytes::from_static(b"1")), Delivery::Ending);
         assert_eq!(c.queued_bytes(), 10);
     }
 
@@ -298,8 +346,8 @@ mod tests {
     #[test]
     fn discarding_keeps_only_the_unsent_part_of_a_started_frame() {
         let c = conn(100);
-        c.push(Bytes::from_static(b"0123456789"));
-        c.push(Bytes::from_static(b"abc"));
+        c.deliver(Bytes::from_static(b"0123456789"));
+        c.deliver(Bytes::from_static(b"abc"));
         c.written(4);
         c.discard_queue(4);
         assert_eq!(c.queue().borrow().len(), 1);
@@ -313,7 +361,7 @@ mod tests {
     fn an_emptied_queue_gives_back_what_a_burst_grew() {
         let c = conn(1 << 20);
         for _ in 0..100 {
-            c.push(Bytes::from_static(b"x"));
+            c.deliver(Bytes::from_static(b"x"));
         }
         c.shrink_idle_queue();
         assert!(
@@ -326,10 +374,24 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_is_due_once_per_silence_and_only_for_a_member() {
+        let c = conn(10);
+        assert_eq!(c.liveness(500, 300, 1000), Liveness::Alive, "not joined");
+        c.set_joined(ChannelToken(1), true);
+        assert_eq!(c.liveness(299, 300, 1000), Liveness::Alive);
+        assert_eq!(c.liveness(300, 300, 1000), Liveness::PingDue);
+        c.pinged();
+        assert_eq!(c.liveness(600, 300, 1000), Liveness::Alive);
+        assert_eq!(c.liveness(1000, 300, 1000), Liveness::Idle);
+        c.heard_from(1000);
+        assert_eq!(c.liveness(1300, 300, 1000), Liveness::PingDue);
+    }
+
+    #[test]
     fn written_bytes_free_room() {
         let c = conn(10);
-        c.push(Bytes::from_static(b"1234567890"));
+        c.deliver(Bytes::from_static(b"1234567890"));
         c.written(4);
-        assert_eq!(c.push(Bytes::from_static(b"1234")), Pushed::Queued);
+        assert_eq!(c.deliver(Bytes::from_static(b"1234")), Delivery::Queued);
     }
 }

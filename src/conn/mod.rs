@@ -11,11 +11,11 @@ mod session;
 mod writer;
 
 use crate::config::MetricsEndpoint;
-use crate::http::{self, HeadError, HeadLimits, RequestHead, Route};
-use crate::metrics::UpgradeRefusal;
+use crate::http::{self, Endpoint, HeadError, HeadLimits, Refusal, RequestHead, Response};
+use crate::outcome::PushAnswer;
 use crate::ratelimit::IpKey;
-use crate::shard::forward::KeyCheck;
-use crate::shard::{Admission, Shard};
+use crate::shard::join::admit_join;
+use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::net::IpAddr;
@@ -34,11 +34,24 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Which listener accepted the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
-    /// The main listener: everything PROTOCOL.md section 1 lists.
+    /// The main listener: everything docs/PROTOCOL.md section 1 lists.
     Main,
     /// The separate metrics listener (`--metrics ADDR`): `/metrics`,
     /// `/health` and `/version` only.
     Metrics,
+}
+
+/// What the HTTP phase does next with a request.
+enum Next {
+    /// Answer it (the head only for `HEAD`); then read the next request if
+    /// the response keeps alive.
+    Respond(Response),
+    /// Refuse it: the whole response, then close.
+    Refuse(Response),
+    /// A push was served: read the next request only if `true`.
+    Served(bool),
+    /// Admitted: the connection becomes a WebSocket session.
+    Upgrade(session::Mode, String, IpKey),
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -54,104 +67,119 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
         let head = match read_head(&shard, &mut stream, &mut buf).await {
             Ok(Some(head)) => head,
             Ok(None) => return, // closed or timed out between requests
-            Err(status) => {
-                let body: &[u8] = match status {
-                    431 => b"request head too large\n",
-                    _ => b"malformed request\n",
-                };
-                respond(&mut stream, status, b"", body, false).await;
-                return;
-            }
+            Err(e) => return respond(&mut stream, &head_error_response(e), false).await,
         };
         shard.counters().http_requests.incr();
-        let keep_alive = head.keep_alive();
         let head_only = head.method == "HEAD";
-        let route = match (listener, http::route(&head)) {
-            (Listener::Metrics, Ok(r @ (Route::Version | Route::Health | Route::Metrics))) => Ok(r),
-            (Listener::Metrics, _) => Err(http::Refusal::not_found()),
-            (_, Ok(Route::Metrics)) if !serves_metrics(&shard, listener) => {
-                Err(http::Refusal::not_found())
-            }
-            (_, route) => route,
-        };
-        match route {
+        let next = match endpoint(&shard, listener, &head) {
             Err(refusal) => {
                 if refusal.status == 405 && head.target.starts_with("/push/") {
-                    shard.counters().count_push(405);
+                    shard
+                        .counters()
+                        .count_push(PushAnswer::MethodNotAllowed.status());
                 }
-                let _ = stream.write_all(&http::refusal_response(&refusal)).await;
-                return;
+                Next::Refuse(refusal.response())
             }
-            Ok(Route::Join {
-                channel,
-                options,
-                accept_key,
-            }) => {
+            Ok(endpoint) => {
                 let ip = client_ip(&shard, peer, &head);
-                match admit_join(&shard, ip, &channel, &options) {
-                    Err(admission) => refuse(&mut stream, admission).await,
-                    Ok(keys) => {
-                        // The head's strings are not needed by the session:
-                        // free them before it starts.
-                        drop(head);
-                        let mode = session::Mode::Channel(channel, options, keys);
-                        session::run(shard, stream, buf, mode, accept_key, IpKey::of(ip)).await
-                    }
-                }
-                return;
+                serve_endpoint(&shard, &mut stream, &mut buf, &head, endpoint, ip).await
             }
-            Ok(Route::Echo { accept_key }) if shard.config().echo_endpoint => {
-                // Admitted like a join (there is no channel, so no key).
-                let ip = client_ip(&shard, peer, &head);
-                match admit_upgrade(&shard, ip) {
-                    Err(admission) => refuse(&mut stream, admission).await,
-                    Ok(()) => {
-                        drop(head);
-                        let mode = session::Mode::Echo;
-                        session::run(shard, stream, buf, mode, accept_key, IpKey::of(ip)).await
-                    }
-                }
-                return;
-            }
-            Ok(Route::Echo { .. }) => {
-                respond(&mut stream, 404, b"", b"not found\n", false).await;
-                return;
-            }
-            Ok(Route::Push { channel }) => {
-                let ip = client_ip(&shard, peer, &head);
-                // Boxed: a push's state (body reading, lingering close) must
-                // not make every WebSocket connection's future larger.
-                let push = push::serve(&shard, &mut stream, &mut buf, &head, &channel, ip);
-                if !Box::pin(push).await {
+        };
+        // The head's strings are not needed by a session: free them first.
+        drop(head);
+        match next {
+            Next::Respond(response) => {
+                respond(&mut stream, &response, head_only).await;
+                if !response.keep_alive {
                     return;
                 }
             }
-            Ok(Route::Version) => {
-                respond_to(&mut stream, 200, VERSION.as_bytes(), keep_alive, head_only).await
+            Next::Refuse(response) => return respond(&mut stream, &response, false).await,
+            Next::Served(true) => {}
+            Next::Served(false) => return,
+            Next::Upgrade(mode, accept_key, ip) => {
+                return session::run(shard, stream, buf, mode, accept_key, ip).await
             }
-            Ok(Route::Health) if shard.draining() => {
-                respond_to(&mut stream, 503, b"draining\n", keep_alive, head_only).await
-            }
-            Ok(Route::Health) => respond_to(&mut stream, 200, b"ok\n", keep_alive, head_only).await,
-            Ok(Route::Metrics) => {
-                let text = crate::metrics::render(shard.metrics());
-                let reply = Reply {
-                    status: 200,
-                    content_type: METRICS_CONTENT_TYPE,
-                    headers: &[],
-                    body: text.as_bytes(),
-                };
-                reply.send(&mut stream, keep_alive, head_only).await
-            }
-        }
-        if !keep_alive {
-            return;
         }
     }
 }
 
-/// Whether `/metrics` is served on this listener (PROTOCOL.md section 1;
-/// `--metrics`).
+/// What `head` asks of this listener.
+fn endpoint(shard: &Shard, listener: Listener, head: &RequestHead) -> Result<Endpoint, Refusal> {
+    match (listener, http::endpoint(head)) {
+        (Listener::Metrics, Ok(e @ (Endpoint::Version | Endpoint::Health | Endpoint::Metrics))) => {
+            Ok(e)
+        }
+        (Listener::Metrics, _) => Err(Refusal::not_found()),
+        (_, Ok(Endpoint::Metrics)) if !serves_metrics(shard, listener) => Err(Refusal::not_found()),
+        (_, endpoint) => endpoint,
+    }
+}
+
+/// Serves one endpoint: an upgrade is admitted (or refused), a push reads
+/// its body and answers, the others answer at once.
+async fn serve_endpoint(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &RequestHead,
+    endpoint: Endpoint,
+    ip: IpAddr,
+) -> Next {
+    let keep_alive = head.keep_alive();
+    let text = |status, body: &'static [u8]| Response::text(status, body).keep_alive(keep_alive);
+    let ip_key = IpKey::of(ip);
+    match endpoint {
+        Endpoint::Join {
+            channel,
+            options,
+            accept_key,
+        } => match admit_join(shard, ip_key, &channel, &options) {
+            Err(refused) => Next::Refuse(refused.response()),
+            Ok(keys) => Next::Upgrade(
+                session::Mode::Channel(channel, options, keys),
+                accept_key,
+                ip_key,
+            ),
+        },
+        // Admitted like a join (there is no channel, so no key).
+        Endpoint::Echo { accept_key } if shard.config().echo_endpoint => {
+            match shard.admit_upgrade(ip_key) {
+                Err(refused) => Next::Refuse(refused.response()),
+                Ok(()) => Next::Upgrade(session::Mode::Echo, accept_key, ip_key),
+            }
+        }
+        Endpoint::Echo { .. } => Next::Refuse(Response::text(404, &b"not found\n"[..])),
+        Endpoint::Push { channel } => {
+            // Boxed: a push's state (body reading, lingering close) must
+            // not make every WebSocket connection's future larger.
+            let push = push::serve(shard, stream, buf, head, &channel, ip);
+            Next::Served(Box::pin(push).await)
+        }
+        Endpoint::Version => Next::Respond(text(200, VERSION.as_bytes())),
+        Endpoint::Health if shard.draining() => Next::Respond(text(503, b"draining\n")),
+        Endpoint::Health => Next::Respond(text(200, b"ok\n")),
+        Endpoint::Metrics => {
+            let body = crate::metrics::render(shard.metrics()).into_bytes();
+            let response = Response::text(200, body).with_content_type(METRICS_CONTENT_TYPE);
+            Next::Respond(response.keep_alive(keep_alive))
+        }
+    }
+}
+
+/// The one writer of the HTTP phase: sends `response` (its head only for a
+/// `HEAD` request).
+pub(crate) async fn respond(stream: &mut TcpStream, response: &Response, head_only: bool) {
+    let _ = stream.write_all(&response.to_bytes(head_only)).await;
+}
+
+/// A head that could not be read: its status and a fixed sentence.
+fn head_error_response(e: HeadError) -> Response {
+    Response::text(e.status(), e.text())
+}
+
+/// Whether `/metrics` is served on this listener (docs/PROTOCOL.md
+/// section 1; `--metrics`).
 fn serves_metrics(shard: &Shard, listener: Listener) -> bool {
     match shard.config().metrics {
         MetricsEndpoint::Main => listener == Listener::Main,
@@ -165,77 +193,14 @@ fn client_ip(shard: &Shard, peer: IpAddr, head: &RequestHead) -> IpAddr {
     http::client_ip::client_ip(peer, head, &shard.config().trusted_proxies.0)
 }
 
-/// Whether any upgrade (a join or the echo endpoint) may go on, in order:
-/// draining, the IP's ban and rate, the shard's cap.
-fn admit_upgrade(shard: &Shard, ip: IpAddr) -> Result<(), Admission> {
-    if shard.draining() {
-        shard
-            .counters()
-            .count_upgrade_refused(UpgradeRefusal::Draining);
-        return Err(Admission {
-            status: 503,
-            retry_after_secs: None,
-            body: "server is shutting down\n",
-        });
-    }
-    shard.admit_upgrade(IpKey::of(ip))
-}
-
-/// Answers a refused upgrade with its status (and `Retry-After`).
-async fn refuse(stream: &mut TcpStream, admission: Admission) {
-    let retry = admission.retry_after_secs.map(|s| s.to_string());
-    let headers: Vec<(&str, &str)> = retry.iter().map(|s| ("Retry-After", s.as_str())).collect();
-    let reply = http::response(
-        admission.status,
-        "text/plain; charset=utf-8",
-        &headers,
-        admission.body.as_bytes(),
-        false,
-    );
-    let _ = stream.write_all(&reply).await;
-}
-
-/// Everything decided about a join before its connection opens, in order:
-/// the upgrade's admission, and a namespace's join key (checked here,
-/// against this shard's snapshot). What is left for the owner (ephemeral
-/// keys) comes back as the `KeyCheck`.
-fn admit_join(
-    shard: &Shard,
-    ip: IpAddr,
-    channel: &str,
-    options: &http::JoinOptions,
-) -> Result<KeyCheck, Admission> {
-    admit_upgrade(shard, ip)?;
-    let namespaces = shard.namespaces();
-    match namespaces.covering(channel) {
-        Some(keys) if !keys.may_join(options.join_key.as_deref()) => {
-            shard
-                .counters()
-                .count_upgrade_refused(UpgradeRefusal::JoinKey);
-            Err(Admission {
-                status: 403,
-                retry_after_secs: None,
-                body: "join key required or wrong\n",
-            })
-        }
-        Some(keys) => Ok(KeyCheck::Namespace {
-            may_send: keys.may_send(options.send_key.as_deref()),
-        }),
-        None => Ok(KeyCheck::Ephemeral(crate::access::Keys {
-            join_key: options.join_key.as_deref().map(Into::into),
-            send_key: options.send_key.as_deref().map(Into::into),
-        })),
-    }
-}
-
 /// Reads one request head within the handshake timeout. `Ok(None)`: the
-/// peer closed or was too slow; `Err(status)`: answer with that status.
+/// peer closed or was too slow; `Err`: answer with its status.
 /// On success, `buf` keeps only the bytes after the head.
 async fn read_head(
     shard: &Shard,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-) -> Result<Option<RequestHead>, u16> {
+) -> Result<Option<RequestHead>, HeadError> {
     let config = shard.config();
     let limits = HeadLimits {
         head_bytes_max: config.request_head_bytes_max,
@@ -250,8 +215,7 @@ async fn read_head(
                     return Ok(Ok(Some(head)));
                 }
                 Ok(None) => {}
-                Err(HeadError::TooLarge) | Err(HeadError::TooManyHeaders) => return Ok(Err(431)),
-                Err(HeadError::Malformed) => return Ok(Err(400)),
+                Err(e) => return Ok(Err(e)),
             }
             // Grow a little at a time: most heads fit the first read, and a
             // connection should not hold the whole limit while it waits.
@@ -273,65 +237,4 @@ async fn read_head(
     glommio::timer::timeout(deadline, read)
         .await
         .unwrap_or(Ok(None))
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &[u8],
-    body: &[u8],
-    keep_alive: bool,
-) {
-    let content_type = std::str::from_utf8(content_type)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or("text/plain; charset=utf-8");
-    let reply = Reply {
-        status,
-        content_type,
-        headers: &[],
-        body,
-    };
-    reply.send(stream, keep_alive, false).await
-}
-
-async fn respond_to(
-    stream: &mut TcpStream,
-    status: u16,
-    body: &[u8],
-    keep_alive: bool,
-    head_only: bool,
-) {
-    let reply = Reply {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        headers: &[],
-        body,
-    };
-    reply.send(stream, keep_alive, head_only).await
-}
-
-/// A complete response to a plain HTTP request.
-struct Reply<'a> {
-    status: u16,
-    content_type: &'a str,
-    headers: &'a [(&'a str, &'a str)],
-    body: &'a [u8],
-}
-
-impl Reply<'_> {
-    /// Writes it; a HEAD request gets the head only.
-    async fn send(&self, stream: &mut TcpStream, keep_alive: bool, head_only: bool) {
-        let mut bytes = http::response(
-            self.status,
-            self.content_type,
-            self.headers,
-            self.body,
-            keep_alive,
-        );
-        if head_only {
-            bytes.truncate(bytes.len() - self.body.len());
-        }
-        let _ = stream.write_all(&bytes).await;
-    }
 }

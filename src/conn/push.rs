@@ -1,12 +1,13 @@
-//! `POST /push/<channel>` (PROTOCOL.md section 7): a backend publishes one
+//! `POST /push/<channel>` (docs/PROTOCOL.md section 7): a backend publishes one
 //! JSON value to a channel covered by a namespace with a send key. Checked
 //! in the protocol's order (method, rate limit, coverage, key present, key
 //! right, size, JSON), then published through the channel's owner like any
 //! other message, without `uid` or `alias`. Every answer is a short JSON
 //! body; runs on the shard that accepted the connection.
 
-use crate::http::body::{framing, BodyDecoder, BodyError};
-use crate::http::{self, RequestHead};
+use crate::http::body::{framing, BodyDecoder};
+use crate::http::RequestHead;
+use crate::outcome::PushAnswer;
 use crate::ratelimit::IpKey;
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -21,26 +22,6 @@ const LINGER_EXTRA_BYTES: usize = 64 * 1024;
 /// Bytes read per `recv` while a body arrives.
 const BODY_READ_BYTES: usize = 16 * 1024;
 
-/// An answer: status, JSON body, and whether the connection may carry
-/// another request (only when the whole body was read).
-struct Answer {
-    status: u16,
-    body: String,
-    reusable: bool,
-    retry_after_secs: Option<u64>,
-}
-
-impl Answer {
-    fn error(status: u16, message: &str, reusable: bool) -> Answer {
-        Answer {
-            status,
-            body: format!(r#"{{"ok":false,"error":"{message}"}}"#),
-            reusable,
-            retry_after_secs: None,
-        }
-    }
-}
-
 /// Serves one push request; returns whether the connection may go on to
 /// its next request.
 pub async fn serve(
@@ -52,24 +33,15 @@ pub async fn serve(
     ip: IpAddr,
 ) -> bool {
     let answer = answer(shard, stream, buf, head, channel, ip).await;
-    shard.counters().count_push(answer.status);
-    let keep_alive = answer.reusable && head.keep_alive();
-    let retry = answer.retry_after_secs.map(|s| s.to_string());
-    let headers: Vec<(&str, &str)> = retry.iter().map(|s| ("Retry-After", s.as_str())).collect();
-    let reply = http::response(
-        answer.status,
-        "application/json",
-        &headers,
-        answer.body.as_bytes(),
-        keep_alive,
-    );
-    let written = stream.write_all(&reply).await.is_ok();
+    shard.counters().count_push(answer.status());
+    let response = answer.response(head.keep_alive());
+    let keep_alive = response.keep_alive;
+    let written = stream.write_all(&response.to_bytes(false)).await.is_ok();
     if written && !keep_alive {
         linger(shard, stream).await;
     }
     written && keep_alive
 }
-
 /// After an answer that ends the connection before its body was read:
 /// half-close, then read and discard what the client was still sending,
 /// within bounds. Closing with unread bytes would make the kernel send a
@@ -101,37 +73,30 @@ async fn answer(
     head: &RequestHead,
     channel: &str,
     ip: IpAddr,
-) -> Answer {
+) -> PushAnswer {
     if shard.draining() {
-        return Answer::error(503, "server is shutting down", false);
+        return PushAnswer::Draining;
     }
     if let Err(retry_after_secs) = shard.admit_push(IpKey::of(ip)) {
-        return Answer {
-            retry_after_secs: Some(retry_after_secs),
-            ..Answer::error(429, "too many push requests from this address", false)
-        };
+        return PushAnswer::RateLimited { retry_after_secs };
     }
     let namespaces = shard.namespaces();
     let Some(send_key) = namespaces
         .covering(channel)
         .and_then(|keys| keys.send_key.as_deref())
     else {
-        return Answer::error(
-            404,
-            "no namespace with a send key covers this channel",
-            false,
-        );
+        return PushAnswer::NotCovered;
     };
     let Some(offered) = head.header("x-send-key") else {
-        return Answer::error(401, "the x-send-key header is missing", false);
+        return PushAnswer::KeyMissing;
     };
     if !crate::access::keys_match(offered, send_key.as_bytes()) {
-        return Answer::error(403, "wrong send key", false);
+        return PushAnswer::WrongKey;
     }
     let limit = shard.config().message_bytes_max;
     let decoder = match framing(head).and_then(|f| BodyDecoder::new(f, limit)) {
         Ok(decoder) => decoder,
-        Err(e) => return body_error(e),
+        Err(e) => return PushAnswer::Body(e),
     };
     if head.has_token("expect", "100-continue") {
         let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
@@ -141,26 +106,12 @@ async fn answer(
         Err(answer) => return answer,
     };
     if !shard.validator().borrow_mut().is_valid(&body) {
-        return Answer::error(400, "the body is not valid JSON", true);
+        return PushAnswer::InvalidJson;
     }
     match shard.push(channel, Bytes::from(body)).await {
-        Some(recipients) => Answer {
-            status: 200,
-            body: format!(r#"{{"ok":true,"recipients":{recipients}}}"#),
-            reusable: true,
-            retry_after_secs: None,
-        },
-        None => Answer::error(503, "the channel's shard did not answer in time", false),
+        Some(recipients) => PushAnswer::Published { recipients },
+        None => PushAnswer::OwnerTimeout,
     }
-}
-
-fn body_error(e: BodyError) -> Answer {
-    let message = match e {
-        BodyError::TooLarge => "the body is over the message size limit",
-        BodyError::Malformed => "the body's framing is malformed",
-        BodyError::UnsupportedCoding => "only the chunked transfer coding is supported",
-    };
-    Answer::error(e.status(), message, false)
 }
 
 /// Reads the body (the bytes after the head in `buf` first) within the
@@ -170,11 +121,11 @@ async fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     mut decoder: BodyDecoder,
-) -> Result<Vec<u8>, Answer> {
+) -> Result<Vec<u8>, PushAnswer> {
     let deadline = Duration::from_millis(shard.config().handshake_timeout_ms);
     let read = async {
         loop {
-            let consumed = decoder.feed(buf).map_err(body_error)?;
+            let consumed = decoder.feed(buf).map_err(PushAnswer::Body)?;
             buf.drain(..consumed);
             if decoder.is_done() {
                 return Ok(());
@@ -184,13 +135,13 @@ async fn read_body(
             buf.truncate(n);
             shard.counters().bytes_in.add(n as u64);
             if n == 0 {
-                return Err(Answer::error(400, "the body ended early", false));
+                return Err(PushAnswer::EndedEarly);
             }
         }
     };
     match glommio::timer::timeout(deadline, async { Ok(read.await) }).await {
         Ok(Ok(())) => Ok(decoder.into_body()),
         Ok(Err(answer)) => Err(answer),
-        Err(_) => Err(Answer::error(408, "the body did not arrive in time", false)),
+        Err(_) => Err(PushAnswer::BodyTimeout),
     }
 }

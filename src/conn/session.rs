@@ -1,6 +1,6 @@
 //! A WebSocket session on the connection's home shard: join the channel,
 //! then read frames, check them (size, protocol, JSON, recipient, in the
-//! order PROTOCOL.md section 4 gives) and publish them, until the
+//! order docs/PROTOCOL.md section 4 gives) and publish them, until the
 //! connection ends for a `CloseReason`. The writer task sends everything.
 
 use super::handle::ConnHandle;
@@ -9,10 +9,10 @@ use crate::error::CloseReason;
 use crate::http::{self, JoinOptions};
 use crate::id::Uid;
 use crate::limits::READ_CHUNK_BYTES;
-use crate::metrics::Drop;
+use crate::outcome::DropReason;
 use crate::pubsub::classify::{classify, Classified};
 use crate::ratelimit::{Bucket, IpKey};
-use crate::shard::forward::KeyCheck;
+use crate::shard::join::KeyCheck;
 use crate::shard::Shard;
 use crate::ws::codec::{Decoder, Message};
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
@@ -97,8 +97,8 @@ fn open(shard: &Shard, stream: &TcpStream, mode: Mode, accept_key: String) -> Rc
     let conn = shard.open_conn(echo);
     // The 101 is the first thing queued; the writer starts once the owner
     // confirmed the join, so the join event follows it directly.
-    conn.push(Bytes::from(http::switching_protocols(&accept_key)));
-    conn.socket_fd.set(std::os::fd::AsRawFd::as_raw_fd(stream));
+    conn.deliver(Bytes::from(http::switching_protocols(&accept_key)));
+    conn.set_socket(std::os::fd::AsRawFd::as_raw_fd(stream));
     match mode {
         Mode::Channel(channel, options, keys) => shard.join(&channel, &conn, &options, keys),
         // No channel, so no owner to wait for.
@@ -202,8 +202,7 @@ async fn read_frames(
         match outcome {
             Ok(n) => {
                 shard.counters().bytes_in.add(n as u64);
-                conn.last_heard_ms.set(shard.clock_ms());
-                conn.pinged.set(false);
+                conn.heard_from(shard.clock_ms());
             }
             Err(reason) => return reason,
         }
@@ -284,16 +283,16 @@ fn handle(
             return Some(CloseReason::ClientClosed(close.map(|(code, _)| code)))
         }
         (Message::Ping(payload), _) => {
-            conn.push(frame::pong_frame(payload));
+            conn.deliver(frame::pong_frame(payload));
         }
         (Message::Pong(_), _) => {}
         (Message::Text(text), Role::Echo) => {
-            conn.push(frame::text_frame(text));
+            conn.deliver(frame::text_frame(text));
         }
         (Message::Binary(data), Role::Echo) => {
-            conn.push(frame::binary_frame(data));
+            conn.deliver(frame::binary_frame(data));
         }
-        // Checked in PROTOCOL.md section 4's order: size (the codec, 1009),
+        // Checked in docs/PROTOCOL.md section 4's order: size (the codec, 1009),
         // rate limit, send key, then what the message is.
         (message, Role::Member) => {
             match take_token(shard, conn, sending) {
@@ -301,14 +300,12 @@ fn handle(
                 Ok(false) => return None,
                 Ok(true) => {}
             }
-            if !conn.may_send.get() {
-                shard.counters().count_drop(Drop::NoSendKey);
-                shard.send_error(conn, "a send key is required to send on this channel");
+            if !conn.may_send() {
+                shard.drop_message(conn, DropReason::NoSendKey);
             } else if let Message::Text(text) = message {
                 publish_text(shard, conn, text);
             } else {
-                shard.counters().count_drop(Drop::Binary);
-                shard.send_error(conn, "binary frames are not supported");
+                shard.drop_message(conn, DropReason::Binary);
             }
         }
     }
@@ -317,7 +314,7 @@ fn handle(
 
 /// Takes a message token. Over the rate the message is dropped with a
 /// warning; past the last warning the connection is kicked (1008) and its
-/// IP banned on this shard (PROTOCOL.md section 8). `Ok(false)`: dropped.
+/// IP banned on this shard (docs/PROTOCOL.md section 8). `Ok(false)`: dropped.
 fn take_token(
     shard: &Shard,
     conn: &ConnHandle,
@@ -331,7 +328,7 @@ fn take_token(
         return Ok(true);
     }
     let c = shard.counters();
-    c.count_drop(Drop::RateLimited);
+    c.count_drop(DropReason::RateLimited);
     sending.warnings += 1;
     let warnings_max = shard.config().rate_limit_warnings;
     if sending.warnings > warnings_max {
@@ -340,25 +337,20 @@ fn take_token(
         return Err(CloseReason::RateLimited);
     }
     c.rate_limit_warnings.incr();
-    shard.send_error(
-        conn,
-        &format!(
-            "rate limit exceeded (warning {} of {warnings_max})",
-            sending.warnings
-        ),
-    );
+    let text = DropReason::rate_limit_warning(sending.warnings, warnings_max);
+    shard.send_error(conn, &text);
     Ok(false)
 }
 
-/// Checks a client text frame and routes it (PROTOCOL.md section 4).
+/// Checks a client text frame and routes it (docs/PROTOCOL.md section 4).
 fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
     let (to, payload) = match classify(text) {
         Classified::Broadcast(payload) => (None, payload),
         Classified::Direct { to, payload } => (Some(to), payload),
-        Classified::Unterminated => return invalid_json(shard, conn),
+        Classified::Unterminated => return shard.drop_message(conn, DropReason::InvalidJson),
     };
     if !shard.validator().borrow_mut().is_valid(payload) {
-        return invalid_json(shard, conn);
+        return shard.drop_message(conn, DropReason::InvalidJson);
     }
     let to = match to.map(|t| (t, Uid::parse(t))) {
         None => None,
@@ -367,16 +359,11 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
             // Not a uid at all, so no member has it; the text is the
             // client's own, echoed back to it only.
             let shown: String = String::from_utf8_lossy(raw).chars().take(64).collect();
-            shard.counters().count_drop(Drop::NoRecipient);
-            return shard.send_error(conn, &format!("no user {shown} on this channel"));
+            shard.counters().count_drop(DropReason::NoRecipient);
+            return shard.send_error(conn, &DropReason::no_recipient(&shown));
         }
     };
     shard.publish(conn, to, payload);
-}
-
-fn invalid_json(shard: &Shard, conn: &ConnHandle) {
-    shard.counters().count_drop(Drop::InvalidJson);
-    shard.send_error(conn, "message is not valid JSON");
 }
 
 /// Reads and discards until the peer closes (after our close frame). The

@@ -161,7 +161,7 @@ impl Writer {
             self.shard.note_discarded(dropped);
         }
         if let Some((code, text)) = reason.close_frame() {
-            self.conn.push_final(close_frame(code, text));
+            self.conn.deliver_final(close_frame(code, text));
         }
         let deadline = Duration::from_millis(self.shard.config().close_timeout_ms);
         let drain = async {

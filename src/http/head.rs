@@ -27,6 +27,24 @@ pub enum HeadError {
     Malformed,
 }
 
+impl HeadError {
+    /// The status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Malformed => 400,
+        }
+    }
+
+    /// The response body: a fixed sentence, no user data.
+    pub fn text(self) -> &'static [u8] {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => b"request head too large\n",
+            HeadError::Malformed => b"malformed request\n",
+        }
+    }
+}
+
 /// An owned, parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {

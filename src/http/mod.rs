@@ -10,5 +10,5 @@ pub mod request;
 pub mod response;
 
 pub use head::{parse_head, HeadError, HeadLimits, RequestHead};
-pub use request::{route, JoinOptions, Refusal, Route};
-pub use response::{refusal_response, response, switching_protocols};
+pub use request::{endpoint, Endpoint, JoinOptions, Refusal};
+pub use response::{response, switching_protocols, Response};

@@ -1,8 +1,8 @@
-//! What a parsed request asks for: the routing table of PROTOCOL.md
+//! What a parsed request asks for: the endpoint table of PROTOCOL.md
 //! section 1, the WebSocket handshake checks of RFC 6455 4.2.1, channel-name
 //! decoding, and the connection options of section 2.
 //!
-//! Pure: a [`RequestHead`] in, a [`Route`] or a [`Refusal`] out. No I/O,
+//! Pure: a [`RequestHead`] in, a [`Endpoint`] or a [`Refusal`] out. No I/O,
 //! and it never panics on peer input. Refusal bodies are fixed sentences so
 //! that no user data is ever echoed back or logged from here.
 
@@ -26,7 +26,7 @@ pub struct JoinOptions {
 
 /// A request the server will serve.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Endpoint {
     /// A valid WebSocket upgrade on `/c/<channel>` or `/r/<channel>`.
     Join {
         channel: String,
@@ -70,6 +70,18 @@ impl Refusal {
         Refusal::new(404, "not found")
     }
 
+    /// The response. Always closes: a refused peer gets no second request
+    /// on the same connection, which also spares reading any body it may
+    /// have sent.
+    pub fn response(&self) -> super::Response {
+        let mut body = String::with_capacity(self.body.len() + 1);
+        body.push_str(self.body);
+        body.push('\n');
+        let mut response = super::Response::text(self.status, body.into_bytes());
+        response.headers = self.headers.clone();
+        response
+    }
+
     fn with_header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
@@ -85,7 +97,7 @@ impl Refusal {
 }
 
 /// Decides what `head` asks for, or why it is refused.
-pub fn route(head: &RequestHead) -> Result<Route, Refusal> {
+pub fn endpoint(head: &RequestHead) -> Result<Endpoint, Refusal> {
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
 
     if let Some(raw) = path
@@ -95,7 +107,7 @@ pub fn route(head: &RequestHead) -> Result<Route, Refusal> {
         let accept_key = accept_upgrade(head)?;
         let channel = decode_channel(raw)?;
         let options = parse_join_options(query)?;
-        return Ok(Route::Join {
+        return Ok(Endpoint::Join {
             channel,
             options,
             accept_key,
@@ -103,22 +115,22 @@ pub fn route(head: &RequestHead) -> Result<Route, Refusal> {
     }
 
     match path {
-        "/__echo" => accept_upgrade(head).map(|accept_key| Route::Echo { accept_key }),
-        "/version" => plain_get(head, Route::Version),
-        "/health" => plain_get(head, Route::Health),
-        "/metrics" => plain_get(head, Route::Metrics),
+        "/__echo" => accept_upgrade(head).map(|accept_key| Endpoint::Echo { accept_key }),
+        "/version" => plain_get(head, Endpoint::Version),
+        "/health" => plain_get(head, Endpoint::Health),
+        "/metrics" => plain_get(head, Endpoint::Metrics),
         _ => match path.strip_prefix("/push/") {
             // Section 7 checks the method before anything about the channel.
             Some(_) if head.method != "POST" => Err(Refusal::method_not_allowed("POST")),
-            Some(raw) => decode_channel(raw).map(|channel| Route::Push { channel }),
+            Some(raw) => decode_channel(raw).map(|channel| Endpoint::Push { channel }),
             None => Err(Refusal::not_found()),
         },
     }
 }
 
-fn plain_get(head: &RequestHead, route: Route) -> Result<Route, Refusal> {
+fn plain_get(head: &RequestHead, endpoint: Endpoint) -> Result<Endpoint, Refusal> {
     match head.method.as_str() {
-        "GET" | "HEAD" => Ok(route),
+        "GET" | "HEAD" => Ok(endpoint),
         _ => Err(Refusal::method_not_allowed("GET")),
     }
 }
@@ -304,7 +316,7 @@ mod tests {
     }
 
     fn refused(head: &RequestHead) -> (u16, Headers) {
-        let refusal = route(head).expect_err("a refusal");
+        let refusal = endpoint(head).expect_err("a refusal");
         (refusal.status, refusal.headers)
     }
 
@@ -323,21 +335,28 @@ mod tests {
             echo: true,
             ..JoinOptions::default()
         };
-        let expected = Route::Join {
+        let expected = Endpoint::Join {
             channel: "my chan".into(),
             options,
             accept_key: SAMPLE_ACCEPT.into(),
         };
         for path in ["/c/", "/r/"] {
             let target = format!("{path}my%20chan?as=Al&echo=true");
-            assert_eq!(route(&upgrade(&target)).as_ref(), Ok(&expected), "{path}");
+            assert_eq!(
+                endpoint(&upgrade(&target)).as_ref(),
+                Ok(&expected),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn echo_upgrades_only_on_the_exact_path() {
         let accept_key = SAMPLE_ACCEPT.to_string();
-        assert_eq!(route(&upgrade("/__echo")), Ok(Route::Echo { accept_key }));
+        assert_eq!(
+            endpoint(&upgrade("/__echo")),
+            Ok(Endpoint::Echo { accept_key })
+        );
         assert_eq!(refused(&upgrade("/__echo/x")).0, 404);
     }
 
@@ -373,7 +392,7 @@ mod tests {
             assert_eq!(refused(&head), (status, headers), "case {i}");
         }
         assert_eq!(
-            route(&req("GET", "/c/x")).unwrap_err().body,
+            endpoint(&req("GET", "/c/x")).unwrap_err().body,
             "upgrade required"
         );
     }
@@ -466,25 +485,28 @@ mod tests {
         assert!(opts("foo=bar&t=%zz&%zz=1&echo=true").echo);
         assert_eq!(opts(""), JoinOptions::default());
         assert_eq!(opts("&&"), JoinOptions::default());
-        let joined = route(&upgrade("/c/x?")).unwrap();
-        assert!(matches!(joined, Route::Join { channel, options, .. }
+        let joined = endpoint(&upgrade("/c/x?")).unwrap();
+        assert!(matches!(joined, Endpoint::Join { channel, options, .. }
             if channel == "x" && options == JoinOptions::default()));
     }
 
     #[test]
     fn push_is_post_only() {
         let channel = "myapp:feed".to_string();
-        let push = route(&req("POST", "/push/myapp%3Afeed"));
-        assert_eq!(push, Ok(Route::Push { channel }));
+        let push = endpoint(&req("POST", "/push/myapp%3Afeed"));
+        assert_eq!(push, Ok(Endpoint::Push { channel }));
         assert_eq!(refused(&req("GET", "/push/x")), (405, one("Allow", "POST")));
         assert_eq!(refused(&req("POST", "/push/")).0, 400);
     }
 
     #[test]
     fn info_endpoints_are_get_only() {
-        assert_eq!(route(&req("GET", "/version")), Ok(Route::Version));
-        assert_eq!(route(&req("HEAD", "/health?x=1")), Ok(Route::Health));
-        assert_eq!(route(&head("GET", "/metrics", 0, &[])), Ok(Route::Metrics));
+        assert_eq!(endpoint(&req("GET", "/version")), Ok(Endpoint::Version));
+        assert_eq!(endpoint(&req("HEAD", "/health?x=1")), Ok(Endpoint::Health));
+        assert_eq!(
+            endpoint(&head("GET", "/metrics", 0, &[])),
+            Ok(Endpoint::Metrics)
+        );
         assert_eq!(
             refused(&req("POST", "/version")),
             (405, one("Allow", "GET"))
@@ -494,7 +516,7 @@ mod tests {
     #[test]
     fn unknown_paths_are_404() {
         for target in ["/", "/c", "/version/", "/push", "/x/c/y", "*"] {
-            let refusal = route(&req("GET", target)).unwrap_err();
+            let refusal = endpoint(&req("GET", target)).unwrap_err();
             assert_eq!(refusal, Refusal::new(404, "not found"), "{target}");
         }
     }

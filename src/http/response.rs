@@ -1,9 +1,81 @@
-//! Serialization of the server's HTTP/1.1 responses: plain responses with a
-//! body, refusals, and the `101 Switching Protocols` that starts a WebSocket.
+//! The server's HTTP/1.1 responses: one `Response` value for everything
+//! answered in the HTTP phase (info endpoints, refusals, push answers), and
+//! the `101 Switching Protocols` that starts a WebSocket.
 //!
-//! Pure: it only builds byte vectors; writing them is the caller's job.
+//! Pure: it only builds bytes; `conn::respond` is the one writer.
 
-use super::request::Refusal;
+use std::borrow::Cow;
+
+/// A complete response to a plain HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Headers besides `Content-Type`, `Content-Length` and `Connection`.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Cow<'static, [u8]>,
+    /// Whether the connection stays open for another request.
+    pub keep_alive: bool,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+impl Response {
+    /// A plain-text response that closes the connection.
+    pub fn text(status: u16, body: impl Into<Cow<'static, [u8]>>) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            headers: Vec::new(),
+            body: body.into(),
+            keep_alive: false,
+        }
+    }
+
+    /// A JSON response that closes the connection.
+    pub fn json(status: u16, body: String) -> Response {
+        Response {
+            content_type: "application/json",
+            ..Response::text(status, body.into_bytes())
+        }
+    }
+
+    pub fn with_content_type(self, content_type: &'static str) -> Response {
+        Response {
+            content_type,
+            ..self
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn keep_alive(self, keep_alive: bool) -> Response {
+        Response { keep_alive, ..self }
+    }
+
+    /// The wire bytes; a `HEAD` request gets the head only.
+    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let mut bytes = response(
+            self.status,
+            self.content_type,
+            &headers,
+            &self.body,
+            self.keep_alive,
+        );
+        if head_only && self.status >= 200 && self.status != 204 {
+            bytes.truncate(bytes.len() - self.body.len());
+        }
+        bytes
+    }
+}
 
 /// The standard reason phrase for the statuses this server sends; empty for
 /// others, which RFC 9112 4 allows.
@@ -81,27 +153,6 @@ fn push_header(head: &mut String, name: &str, value: &str) {
     head.push_str("\r\n");
 }
 
-/// The response for a refused request. Always closes: a refused peer gets no
-/// second request on the same connection, which also spares reading any body
-/// it may have sent.
-pub fn refusal_response(refusal: &Refusal) -> Vec<u8> {
-    let headers: Vec<(&str, &str)> = refusal
-        .headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    let mut body = String::with_capacity(refusal.body.len() + 1);
-    body.push_str(refusal.body);
-    body.push('\n');
-    response(
-        refusal.status,
-        "text/plain; charset=utf-8",
-        &headers,
-        body.as_bytes(),
-        false,
-    )
-}
-
 /// The `101` answer to an accepted WebSocket handshake (RFC 6455 4.2.2).
 pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
     response(
@@ -174,13 +225,13 @@ mod tests {
 
     #[test]
     fn refusal_response_includes_its_headers_and_closes() {
-        let refusal = Refusal {
+        let refusal = super::super::request::Refusal {
             status: 405,
             body: "method not allowed",
             headers: vec![("Allow", "POST".to_string())],
         };
         assert_eq!(
-            text(&refusal_response(&refusal)),
+            text(&refusal.response().to_bytes(false)),
             "HTTP/1.1 405 Method Not Allowed\r\n\
              Content-Type: text/plain; charset=utf-8\r\n\
              Content-Length: 19\r\n\
@@ -189,6 +240,16 @@ mod tests {
              \r\n\
              method not allowed\n"
         );
+    }
+
+    #[test]
+    fn a_head_request_gets_the_head_only() {
+        let r = Response::text(200, &b"ok\n"[..]).keep_alive(true);
+        assert_eq!(
+            text(&r.to_bytes(true)),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\r\n"
+        );
+        assert!(r.to_bytes(false).ends_with(b"\r\n\r\nok\n"));
     }
 
     #[test]

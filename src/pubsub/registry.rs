@@ -1,9 +1,10 @@
 //! The channels a shard owns: members, per-shard member counts, totals.
-//! Lives on the owner shard only and is never touched from another shard;
-//! joins, leaves and publishes reach it through `Shard::send`.
+//! Lives in the owner shard's `Owner` only and is never touched from
+//! another shard.
 
 use crate::access::Keys;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid};
+use crate::router::Router;
 use ahash::AHashMap;
 
 /// A member as the owner knows it.
@@ -24,7 +25,7 @@ pub struct Channel {
     pub members: AHashMap<ConnId, Member>,
     /// Members per home shard: the fan-out visits only shards with members.
     pub members_per_shard: Vec<u32>,
-    /// Ephemeral keys its creator set (PROTOCOL.md section 6); held until
+    /// Ephemeral keys its creator set (docs/PROTOCOL.md section 6); held until
     /// the channel empties. Empty on channels a namespace covered.
     pub keys: Keys,
 }
@@ -47,10 +48,8 @@ impl Channel {
 /// Every channel this shard owns, by name (for joins) and by token (for
 /// everything after the join).
 pub struct Registry {
-    /// The owner shard this registry lives on.
-    shard: ShardId,
-    /// Shards in the server (tokens interleave over them).
-    shards: usize,
+    /// The owner shard's placement: issues tokens, finds members' homes.
+    router: Router,
     /// Live channels by name, for joins.
     by_name: AHashMap<Box<str>, ChannelToken>,
     /// Live channels by token, for everything after the join.
@@ -60,10 +59,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(shard: ShardId, shards: usize) -> Registry {
+    pub fn new(router: Router) -> Registry {
         Registry {
-            shard,
-            shards,
+            router,
             by_name: AHashMap::new(),
             channels: AHashMap::new(),
             tokens_issued: 0,
@@ -88,10 +86,8 @@ impl Registry {
         let token = match self.by_name.get(name) {
             Some(&token) => token,
             None => {
-                // Tokens interleave like ConnIds, so they are unique across
-                // shards and name their owner.
-                let token =
-                    ChannelToken(self.tokens_issued * self.shards as u64 + self.shard.0 as u64);
+                // Tokens are unique across shards and name their owner.
+                let token = self.router.channel_token(self.tokens_issued);
                 self.tokens_issued += 1;
                 self.by_name.insert(name.into(), token);
                 self.channels.insert(
@@ -99,7 +95,7 @@ impl Registry {
                     Channel {
                         name: name.into(),
                         members: AHashMap::new(),
-                        members_per_shard: vec![0; self.shards],
+                        members_per_shard: vec![0; self.router.shard_count()],
                         keys: keys_if_new,
                     },
                 );
@@ -111,7 +107,7 @@ impl Registry {
             .get_mut(&token)
             .expect("by_name and channels agree");
         if channel.members.insert(conn, member).is_none() {
-            channel.members_per_shard[conn.home(self.shards).index()] += 1;
+            channel.members_per_shard[self.router.home_of(conn).index()] += 1;
         }
         (token, channel)
     }
@@ -125,7 +121,7 @@ impl Registry {
     ) -> Option<(Member, Option<&Channel>)> {
         let channel = self.channels.get_mut(&token)?;
         let member = channel.members.remove(&conn)?;
-        channel.members_per_shard[conn.home(self.shards).index()] -= 1;
+        channel.members_per_shard[self.router.home_of(conn).index()] -= 1;
         if channel.members.is_empty() {
             let channel = self.channels.remove(&token).expect("present");
             self.by_name.remove(&channel.name);
@@ -148,11 +144,6 @@ impl Registry {
     }
 }
 
-/// The shard that owns a channel token.
-pub fn token_owner(token: ChannelToken, shards: usize) -> ShardId {
-    ShardId((token.0 % shards as u64) as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,10 +158,10 @@ mod tests {
 
     #[test]
     fn join_creates_then_reuses_the_channel() {
-        let mut r = Registry::new(ShardId(1), 2);
+        let mut r = Registry::new(Router::new(ShardId(1), 2));
         let (t1, ch) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         assert_eq!(ch.total(), 1);
-        assert_eq!(token_owner(t1, 2), ShardId(1));
+        assert_eq!(Router::new(ShardId(0), 2).token_owner(t1), ShardId(1));
         let (t2, ch) = r.join("room", ConnId(3), member(b'b'), Keys::default());
         assert_eq!(t1, t2);
         assert_eq!(ch.total(), 2);
@@ -182,7 +173,7 @@ mod tests {
 
     #[test]
     fn last_leave_retires_the_channel_and_a_new_join_gets_a_new_token() {
-        let mut r = Registry::new(ShardId(0), 2);
+        let mut r = Registry::new(Router::new(ShardId(0), 2));
         let (t1, _) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         let (_, after) = r.leave(t1, ConnId(0)).unwrap();
         assert!(after.is_none());
@@ -193,7 +184,7 @@ mod tests {
 
     #[test]
     fn ephemeral_keys_are_the_creators_and_go_with_the_channel() {
-        let mut r = Registry::new(ShardId(0), 1);
+        let mut r = Registry::new(Router::new(ShardId(0), 1));
         let keys = Keys {
             join_key: Some("a".into()),
             send_key: None,
@@ -213,7 +204,7 @@ mod tests {
 
     #[test]
     fn leave_of_a_stranger_changes_nothing() {
-        let mut r = Registry::new(ShardId(0), 2);
+        let mut r = Registry::new(Router::new(ShardId(0), 2));
         let (t, _) = r.join("room", ConnId(0), member(b'a'), Keys::default());
         assert!(r.leave(t, ConnId(9)).is_none());
         assert_eq!(r.get(t).unwrap().total(), 1);
@@ -221,7 +212,7 @@ mod tests {
 
     #[test]
     fn per_shard_counts_follow_joins_and_leaves() {
-        let mut r = Registry::new(ShardId(0), 2);
+        let mut r = Registry::new(Router::new(ShardId(0), 2));
         let (t, _) = r.join("room", ConnId(1), member(b'a'), Keys::default());
         r.join("room", ConnId(2), member(b'b'), Keys::default());
         r.leave(t, ConnId(1));

@@ -1,170 +1,125 @@
-//! A shard: one glommio executor pinned to one cpu, and everything it owns:
-//! the connections it accepted, the channels that hash to it (`registry`),
-//! its subscriber lists, its links to the other shards and its counters.
-//! Nothing here is shared with another shard; other shards reach it only
-//! through `ShardMsg`s on the forward queues.
+//! A shard: one glommio executor pinned to one cpu, and everything it owns,
+//! in named parts, each with its own state in its own file:
 //!
-//! Borrow discipline: no `RefCell` borrow is held across an `.await`, and a
-//! fan-out never touches the registry, so the owner may fan out while it
-//! holds it.
+//! | part | file | owns |
+//! |---|---|---|
+//! | `Owner` | `owner.rs` | the channels that hash here: registry, message ids, uids (sans-IO) |
+//! | `Home` | `home.rs` | the connections accepted here, their subscriptions, pending joins and pushes |
+//! | `Admission` | `admission.rs` | per-IP buckets, bans, the namespaces in force |
+//! | `Links` | `links.rs` | one bounded forward link per peer shard, congestion |
+//! | `Lifecycle` | `lifecycle.rs` | clocks, drain, stop, sockets being served |
+//!
+//! and the glue in this file: `send` (this shard's queue, or a forward)
+//! and `dispatch` (the one loop that handles this shard's messages). The
+//! join, from the home's checks to its answer, is `join.rs`; what crosses
+//! between shards is `message.rs`. Nothing here is shared with another
+//! shard; other shards reach it only through `ShardMsg`s on the links.
+//!
+//! Borrow discipline: no `RefCell` borrow is held across an `.await`, and
+//! no handler runs inside another: a message for this shard goes into its
+//! FIFO and is handled by `dispatch` once the sender's borrows have ended.
 
 mod admission;
-pub mod forward;
+mod home;
+pub mod join;
+mod lifecycle;
+pub mod links;
 pub mod listener;
-mod owner;
+pub mod message;
+pub mod owner;
 mod run;
 mod stop;
 mod sweep;
 
 use crate::access::Namespaces;
 use crate::config::Config;
-use crate::conn::handle::{ConnHandle, Pushed};
+use crate::conn::handle::{ConnHandle, Delivery};
 use crate::error::CloseReason;
-use crate::http::JoinOptions;
-use crate::id::{ChannelToken, ConnId, ShardId, Uid, UidCipher};
-use crate::limits::FORWARD_CONGESTED;
+use crate::id::{ShardId, Uid, UidCipher};
 use crate::metrics::{Metrics, ShardCounters};
+use crate::outcome::{DropReason, Refused, UpgradeRefusal};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
-use crate::pubsub::registry::{token_owner, Registry};
-use crate::ratelimit::{BanList, IpBuckets, Rate};
-use crate::router::{route, Route};
-use ahash::AHashMap;
+use crate::ratelimit::{IpKey, Rate};
+use crate::router::Router;
+use admission::Admission;
 use bytes::Bytes;
-use forward::{JoinRequest, KeyCheck, PeerLink, ShardMsg};
+use home::Home;
+use lifecycle::Lifecycle;
+use links::Links;
+use message::ShardMsg;
+use owner::{Effects, Owner, Publish, Push};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-pub use admission::Admission;
-use forward::ReplySlot;
+pub use links::Congestion;
 pub use run::{run, ShardWiring, CONTROL_RELOAD, CONTROL_SHUTDOWN};
-
-/// Every shard's congestion flag (see `Shard::forward_room`).
-pub type Congestion = Arc<[AtomicBool]>;
 
 /// An accepted socket being served; see `Shard::track_socket`.
 pub struct SocketGuard(Rc<Shard>);
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        self.0.sockets_open.set(self.0.sockets_open.get() - 1);
-        self.0.trim.closed();
+        self.0.life.socket_closed();
     }
 }
 
 pub struct Shard {
-    id: ShardId,
-    shards: usize,
+    /// Where this shard is; who owns what.
+    router: Router,
     config: Arc<Config>,
-    /// Maps connection numbers to uids and back; same key on every shard.
-    cipher: UidCipher,
-    /// Every shard's counters; this shard writes only `metrics[id]`.
+    /// Every shard's counters; this shard writes only its own block.
     metrics: Metrics,
-    /// Channels this shard owns.
-    registry: RefCell<Registry>,
-    /// Local members of each channel instance, whoever owns it.
-    subscribers: RefCell<AHashMap<ChannelToken, Vec<Rc<ConnHandle>>>>,
-    /// Every WebSocket connection this shard accepted and has not dropped.
-    conns: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
-    /// Connections waiting for their owner to confirm the join.
-    pending_joins: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
-    /// One link per other shard (`None` at our own index).
-    peers: Vec<Option<PeerLink>>,
+    owner: RefCell<Owner>,
+    home: Home,
+    admission: Admission,
+    links: Links,
+    life: Lifecycle,
+    /// Messages for this shard not handled yet, in order (see `dispatch`).
+    inbox: RefCell<VecDeque<ShardMsg>>,
+    /// Set while `dispatch` runs, so a nested call only queues.
+    dispatching: Cell<bool>,
+    /// The owner's effects buffer, reused between calls.
+    effects: Cell<Effects>,
     /// Where every connection's reads land (see `conn::session`): borrowed
     /// only between a read completing and its frames being handled.
     read_buffer: RefCell<Vec<u8>>,
     /// JSON validation scratch space, reused for every message.
     validator: RefCell<JsonValidator>,
-    /// Connections accepted so far (the local part of `ConnId`).
-    conns_issued: Cell<u64>,
-    /// Messages stamped so far (the local part of message ids).
-    messages_issued: Cell<u64>,
-    /// Coarse clock in ms since `started`, advanced by the sweep.
-    clock_ms: Cell<u64>,
-    started: Instant,
-    /// Set once shutdown began: upgrades refused, `/health` answers 503.
-    draining: Cell<bool>,
-    /// Accepted sockets still being served (HTTP phase or WebSocket); the
-    /// drain waits for them so none is left behind unanswered.
-    sockets_open: Cell<usize>,
-    /// When the sweep hands freed memory back to the kernel.
-    trim: sweep::TrimPolicy,
-    /// One flag per shard, each written only by its shard: set while that
-    /// shard has a congested forward link (see `forward_room`).
-    congested: Congestion,
-    /// Raised when the shard stops for good; its long-lived tasks end.
-    stop: stop::StopSignal,
-    /// The namespaces in force: this shard's snapshot, swapped whole when
-    /// the operator reloads.
-    namespaces: RefCell<Arc<Namespaces>>,
-    /// Per-IP upgrade buckets, push buckets and bans: this shard's own.
-    upgrade_buckets: RefCell<IpBuckets>,
-    push_buckets: RefCell<IpBuckets>,
-    bans: RefCell<BanList>,
-    /// The per-connection message rate (sessions keep the buckets).
-    message_rate: Rate,
-    /// Push requests waiting for their channel's owner to answer.
-    pending_pushes: RefCell<AHashMap<u64, Rc<ReplySlot<u32>>>>,
-    /// Push requests issued so far (their ids).
-    pushes_issued: Cell<u64>,
 }
 
 impl Shard {
     pub fn new(
         id: ShardId,
-        shards: usize,
+        shard_count: usize,
         config: Arc<Config>,
         cipher: UidCipher,
         metrics: Metrics,
         congested: Congestion,
         namespaces: Arc<Namespaces>,
     ) -> Shard {
-        use crate::limits::{BAN_LIST_ENTRIES_MAX, IP_BUCKETS_ENTRIES_MAX};
-        let upgrade_rate = Rate::new(config.upgrades_per_ip_per_sec, config.upgrades_per_ip_burst);
-        let push_rate = Rate::new(config.pushes_per_ip_per_sec, config.pushes_per_ip_burst);
-        let message_rate = Rate::new(
-            config.messages_per_conn_per_sec,
-            config.messages_per_conn_burst,
-        );
+        let router = Router::new(id, shard_count);
         Shard {
-            id,
-            shards,
+            router,
+            owner: RefCell::new(Owner::new(router, cipher.clone(), metrics.clone())),
+            home: Home::new(router, cipher),
+            admission: Admission::new(&config, namespaces),
+            links: Links::new(id, congested),
+            life: Lifecycle::default(),
             config,
-            cipher,
             metrics,
-            registry: RefCell::new(Registry::new(id, shards)),
-            subscribers: RefCell::default(),
-            conns: RefCell::default(),
-            pending_joins: RefCell::default(),
-            peers: (0..shards)
-                .map(|i| (i != id.index()).then(PeerLink::default))
-                .collect(),
+            inbox: RefCell::default(),
+            dispatching: Cell::new(false),
+            effects: Cell::default(),
             read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
             validator: RefCell::default(),
-            conns_issued: Cell::new(0),
-            messages_issued: Cell::new(0),
-            clock_ms: Cell::new(0),
-            started: Instant::now(),
-            draining: Cell::new(false),
-            sockets_open: Cell::new(0),
-            trim: sweep::TrimPolicy::default(),
-            congested,
-            stop: stop::StopSignal::default(),
-            namespaces: RefCell::new(namespaces),
-            upgrade_buckets: RefCell::new(IpBuckets::new(upgrade_rate, IP_BUCKETS_ENTRIES_MAX)),
-            push_buckets: RefCell::new(IpBuckets::new(push_rate, IP_BUCKETS_ENTRIES_MAX)),
-            bans: RefCell::new(BanList::new(BAN_LIST_ENTRIES_MAX)),
-            message_rate,
-            pending_pushes: RefCell::default(),
-            pushes_issued: Cell::new(0),
         }
     }
 
     pub fn id(&self) -> ShardId {
-        self.id
+        self.router.here()
     }
 
     pub fn config(&self) -> &Config {
@@ -172,7 +127,7 @@ impl Shard {
     }
 
     pub fn counters(&self) -> &ShardCounters {
-        &self.metrics[self.id.index()]
+        &self.metrics[self.id().index()]
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -180,11 +135,16 @@ impl Shard {
     }
 
     pub fn draining(&self) -> bool {
-        self.draining.get()
+        self.life.draining()
     }
 
     pub fn clock_ms(&self) -> u64 {
-        self.clock_ms.get()
+        self.life.clock_ms()
+    }
+
+    /// Nanoseconds since the shard started: the clock of its buckets.
+    pub fn now_ns(&self) -> u64 {
+        self.life.now_ns()
     }
 
     pub fn read_buffer(&self) -> &RefCell<Vec<u8>> {
@@ -195,41 +155,56 @@ impl Shard {
         &self.validator
     }
 
-    /// Nanoseconds since the shard started: the clock of its buckets.
-    pub fn now_ns(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
-    }
-
     pub fn message_rate(&self) -> Rate {
-        self.message_rate
+        self.admission.message_rate()
     }
 
     /// The namespaces in force now.
     pub fn namespaces(&self) -> Arc<Namespaces> {
-        self.namespaces.borrow().clone()
+        self.admission.namespaces()
     }
 
-    /// Puts a reloaded namespace table in force for joins and pushes from
-    /// now on; connections already joined keep what they were granted.
     pub fn set_namespaces(&self, namespaces: Arc<Namespaces>) {
-        *self.namespaces.borrow_mut() = namespaces;
+        self.admission.set_namespaces(namespaces)
+    }
+
+    // ---- admission ----
+
+    /// Whether any upgrade (a join or the echo endpoint) may go on, in
+    /// order: draining, the IP's ban and rate, the shard's cap. Counted.
+    pub fn admit_upgrade(&self, ip: IpKey) -> Result<(), Refused> {
+        let admitted = if self.draining() {
+            Err(Refused {
+                why: UpgradeRefusal::Draining,
+                retry_after_secs: None,
+            })
+        } else {
+            let open = self.home.open_conns();
+            self.admission.admit_upgrade(ip, open, self.now_ns())
+        };
+        if let Err(refused) = admitted {
+            self.counters().count_upgrade_refused(refused.why);
+        }
+        admitted
+    }
+
+    /// Takes a push token for `ip`; `Err(retry_after_secs)` when over.
+    pub fn admit_push(&self, ip: IpKey) -> Result<(), u64> {
+        self.admission.admit_push(ip, self.now_ns())
+    }
+
+    /// Bans `ip` on this shard for `ban_duration_ms` (after a kick).
+    pub fn ban(&self, ip: IpKey) {
+        self.admission.ban(ip, self.now_ns());
+        self.counters().bans.incr();
     }
 
     // ---- connections (home side) ----
 
     /// A new connection: its id, uid and handle, registered with the shard.
     pub fn open_conn(&self, echo: bool) -> Rc<ConnHandle> {
-        let local = self.conns_issued.get();
-        self.conns_issued.set(local + 1);
-        let id = ConnId::new(local, self.id, self.shards);
-        let conn = Rc::new(ConnHandle::new(
-            id,
-            self.cipher.uid(id),
-            echo,
-            self.config.outgoing_queue_bytes_max,
-            self.clock_ms(),
-        ));
-        self.conns.borrow_mut().insert(id, conn.clone());
+        let max = self.config.outgoing_queue_bytes_max;
+        let conn = self.home.open_conn(echo, max, self.clock_ms());
         let c = self.counters();
         c.connections_open.incr();
         c.connections_accepted.incr();
@@ -238,99 +213,81 @@ impl Shard {
 
     /// The connection is gone: forget it and count why.
     pub fn close_conn(&self, conn: &ConnHandle, reason: CloseReason) {
-        self.conns.borrow_mut().remove(&conn.id);
+        self.home.close_conn(conn);
         let c = self.counters();
         c.connections_open.sub(1);
         c.count_close(reason);
     }
 
-    /// Asks the channel's owner to add `conn`; the answer arrives as
-    /// `Joined`, which queues the join event and wakes the connection, or
-    /// `JoinRefused`. `keys` says what the owner still has to check.
-    pub fn join(
-        &self,
-        channel: &str,
-        conn: &Rc<ConnHandle>,
-        options: &JoinOptions,
-        keys: KeyCheck,
-    ) {
-        self.pending_joins
-            .borrow_mut()
-            .insert(conn.id, conn.clone());
-        let request = JoinRequest {
-            channel: channel.into(),
-            conn: conn.id,
-            alias_json: options.alias.as_deref().map(envelope::alias_json),
-            announce: options.announce,
-            list: options.list,
-            keys,
-        };
-        match route(channel, self.id, self.shards) {
-            Route::Local => self.owner_join(request),
-            Route::Forward(owner) => self.forward(owner, ShardMsg::Join(request)),
-        }
+    pub fn open_conns(&self) -> usize {
+        self.home.open_conns()
     }
 
-    /// Routes a client's message to its channel's owner. A local owner
-    /// reads the payload in place; only a forward copies it.
+    /// Routes a client's message to its channel's owner. A locally owned
+    /// channel reads the payload in place, where the session decoded it:
+    /// the one fast path past `send`. Only a forward copies it.
     pub fn publish(&self, conn: &ConnHandle, to: Option<Uid>, payload: &[u8]) {
-        let Some(token) = conn.token.get() else {
+        let Some(token) = conn.channel() else {
             return;
         };
-        match token_owner(token, self.shards) {
-            owner if owner == self.id => self.owner_publish(token, conn.id, conn.echo, to, payload),
-            owner => self.forward(
-                owner,
-                ShardMsg::Publish {
+        let (from, echo) = (conn.id(), conn.echo());
+        match self.router.token_owner(token) {
+            owner if owner == self.id() => {
+                let publish = Publish {
                     token,
-                    from: conn.id,
-                    echo: conn.echo,
+                    from,
+                    echo,
                     to,
-                    payload: Bytes::copy_from_slice(payload),
-                },
-            ),
+                    payload,
+                };
+                self.with_owner(|o, now, fx| o.publish(publish, now, fx));
+            }
+            owner => {
+                let payload = Bytes::copy_from_slice(payload);
+                let msg = ShardMsg::Publish {
+                    token,
+                    from,
+                    echo,
+                    to,
+                    payload,
+                };
+                self.send(owner, msg);
+            }
         }
+        self.dispatch();
     }
 
     /// Publishes an HTTP push through the channel's owner; resolves to the
     /// number of members it went to, or `None` if the owner did not answer
     /// in time (its shard is overloaded or stopping).
     pub async fn push(&self, channel: &str, payload: Bytes) -> Option<u32> {
-        let request = self.pushes_issued.get();
-        self.pushes_issued.set(request + 1);
-        let slot = Rc::new(ReplySlot::default());
-        self.pending_pushes
-            .borrow_mut()
-            .insert(request, slot.clone());
+        let (request, slot) = self.home.await_push();
         let msg = ShardMsg::Push {
             channel: channel.into(),
             payload,
-            home: self.id,
+            home: self.id(),
             request,
         };
-        match route(channel, self.id, self.shards) {
-            Route::Local => self.handle(msg),
-            Route::Forward(owner) => self.forward(owner, msg),
-        }
+        self.send(self.router.channel_owner(channel), msg);
+        self.dispatch();
         let wait = std::time::Duration::from_millis(crate::limits::PUSH_ANSWER_TIMEOUT_MS);
         let answer = glommio::timer::timeout(wait, async { Ok(slot.wait().await) }).await;
-        self.pending_pushes.borrow_mut().remove(&request);
+        self.home.forget_push(request);
         answer.ok()
     }
 
     /// The connection is ending: stop delivering to it now and tell the
     /// owner, so its leave goes out at once.
     pub fn leave(&self, conn: &ConnHandle) {
-        self.pending_joins.borrow_mut().remove(&conn.id);
-        if let Some(token) = conn.token.take() {
-            self.unsubscribe(token, conn);
-            self.send(
-                token_owner(token, self.shards),
-                ShardMsg::Leave {
-                    token,
-                    conn: conn.id,
-                },
-            );
+        self.home.joined(conn.id());
+        if let Some(token) = conn.take_channel() {
+            self.home.unsubscribe(token, conn);
+            let msg = ShardMsg::Leave {
+                token,
+                conn: conn.id(),
+            };
+            self.send(self.router.token_owner(token), msg);
+            self.dispatch();
         }
     }
 
@@ -340,251 +297,180 @@ impl Shard {
         self.deliver(conn, envelope::error(message, envelope::now_ms()));
     }
 
+    /// Drops a client's message for `why`, telling it when the reason has
+    /// a fixed text.
+    pub fn drop_message(&self, conn: &ConnHandle, why: DropReason) {
+        self.counters().count_drop(why);
+        if let Some(text) = why.error_text() {
+            self.send_error(conn, text);
+        }
+    }
+
     fn deliver(&self, conn: &ConnHandle, frame: Bytes) {
-        if conn.push(frame) == Pushed::Queued {
+        if conn.deliver(frame) == Delivery::Queued {
             self.counters().deliveries.incr();
         }
     }
 
-    fn subscribe(&self, token: ChannelToken, conn: &Rc<ConnHandle>) {
-        let mut subs = self.subscribers.borrow_mut();
-        let list = subs.entry(token).or_default();
-        conn.subscriber_slot.set(list.len());
-        list.push(conn.clone());
-    }
+    // ---- routing and dispatch ----
 
-    fn unsubscribe(&self, token: ChannelToken, conn: &ConnHandle) {
-        let mut subs = self.subscribers.borrow_mut();
-        let Some(list) = subs.get_mut(&token) else {
+    /// The one place a shard message leaves for its shard: this shard's
+    /// FIFO (handled by the next `dispatch`), or a forward to a peer.
+    fn send(&self, to: ShardId, msg: ShardMsg) {
+        if to == self.id() {
+            self.inbox.borrow_mut().push_back(msg);
             return;
-        };
-        let slot = conn.subscriber_slot.get();
-        debug_assert!(list.get(slot).is_some_and(|c| c.id == conn.id));
-        list.swap_remove(slot);
-        if let Some(moved) = list.get(slot) {
-            moved.subscriber_slot.set(slot);
         }
-        if list.is_empty() {
-            subs.remove(&token);
-        }
-    }
-
-    // ---- routing ----
-
-    /// The one routing point for shard messages: handle in place when `to`
-    /// is this shard, else forward.
-    pub fn send(&self, to: ShardId, msg: ShardMsg) {
-        if to == self.id {
-            self.handle(msg)
-        } else {
-            self.forward(to, msg)
-        }
-    }
-
-    fn forward(&self, to: ShardId, msg: ShardMsg) {
-        let link = self.peers[to.index()]
-            .as_ref()
-            .expect("never forward to self");
         let c = self.counters();
-        match link.push(msg, self.config.forward_backlog_max) {
-            Some(len) => {
-                c.forwards.incr();
-                if len == FORWARD_CONGESTED {
-                    self.update_congestion();
-                }
-            }
-            None => c.count_drop(crate::metrics::Drop::ForwardBacklogFull),
+        if self.links.forward(to, msg, self.config.forward_backlog_max) {
+            c.forwards.incr();
+        } else {
+            c.count_drop(DropReason::ForwardBacklogFull);
         }
     }
 
-    /// Takes the next batch for `peer` and updates the congestion flag.
-    pub async fn next_batch(&self, peer: usize) -> forward::Batch {
-        let batch = self.peers[peer]
-            .as_ref()
-            .expect("a link per peer")
-            .next_batch()
-            .await;
-        self.update_congestion();
-        batch
+    /// Runs the owner with its effects buffer, then sends every effect,
+    /// after the owner's borrow has ended.
+    fn with_owner(&self, f: impl FnOnce(&mut Owner, u64, &mut Effects)) {
+        let mut fx = self.effects.take();
+        f(&mut self.owner.borrow_mut(), envelope::now_ms(), &mut fx);
+        for (to, msg) in fx.drain() {
+            self.send(to, msg);
+        }
+        self.effects.set(fx);
     }
 
-    /// Handles a message that arrived from another shard (or from this one).
-    pub fn handle(&self, msg: ShardMsg) {
+    /// Handles this shard's queued messages, in order, until none is left.
+    /// Every entry point calls it once its own borrows have ended; a call
+    /// from inside a handler returns at once (the running loop picks up
+    /// what it queued), so no handler ever runs inside another.
+    fn dispatch(&self) {
+        if self.dispatching.replace(true) {
+            return;
+        }
+        loop {
+            // The borrow ends before the message is handled.
+            let next = self.inbox.borrow_mut().pop_front();
+            match next {
+                Some(msg) => self.handle(msg),
+                None => break,
+            }
+        }
+        self.dispatching.set(false);
+    }
+
+    /// A batch that arrived from a peer shard: handled in order.
+    pub fn receive(&self, batch: message::Batch) {
+        self.inbox.borrow_mut().extend(batch);
+        self.dispatch();
+    }
+
+    fn handle(&self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Join(request) => self.owner_join(request),
+            ShardMsg::Join(request) => self.with_owner(|o, now, fx| o.join(request, now, fx)),
             ShardMsg::Joined {
                 conn,
                 token,
                 frame,
                 may_send,
-            } => self.home_joined(conn, token, frame, may_send),
-            ShardMsg::JoinRefused { conn } => {
-                let conn = self.pending_joins.borrow_mut().remove(&conn);
-                if let Some(conn) = conn {
-                    conn.refuse(crate::http::response(
-                        403,
-                        "text/plain; charset=utf-8",
-                        &[],
-                        b"join key required or wrong\n",
-                        false,
-                    ));
-                }
-            }
-            ShardMsg::Push {
-                channel,
-                payload,
-                home,
-                request,
-            } => self.owner_push(&channel, &payload, home, request),
-            ShardMsg::Pushed {
-                request,
-                recipients,
-            } => {
-                if let Some(slot) = self.pending_pushes.borrow_mut().remove(&request) {
-                    slot.set(recipients);
-                }
-            }
+            } => self.joined(conn, token, frame, may_send),
+            ShardMsg::JoinRefused { conn } => self.join_refused(conn),
             ShardMsg::Publish {
                 token,
                 from,
                 echo,
                 to,
                 payload,
-            } => self.owner_publish(token, from, echo, to, &payload),
-            ShardMsg::Leave { token, conn } => self.owner_leave(token, conn),
+            } => {
+                let publish = Publish {
+                    token,
+                    from,
+                    echo,
+                    to,
+                    payload: &payload,
+                };
+                self.with_owner(|o, now, fx| o.publish(publish, now, fx))
+            }
+            ShardMsg::Push {
+                channel,
+                payload,
+                home,
+                request,
+            } => {
+                let push = Push {
+                    channel: &channel,
+                    payload: &payload,
+                    home,
+                    request,
+                };
+                self.with_owner(|o, now, fx| o.push(push, now, fx))
+            }
+            ShardMsg::Pushed {
+                request,
+                recipients,
+            } => self.home.pushed(request, recipients),
+            ShardMsg::Leave { token, conn } => {
+                self.with_owner(|o, now, fx| o.leave(token, conn, now, fx))
+            }
             ShardMsg::FanOut {
                 token,
                 frame,
                 except,
-            } => self.home_fan_out(token, &frame, except),
+            } => {
+                let delivered = self.home.fan_out(token, &frame, except);
+                self.counters().deliveries.add(delivered);
+            }
             ShardMsg::Deliver { conn, frame } => {
-                let target = self.conns.borrow().get(&conn).cloned();
-                if let Some(target) = target {
-                    self.deliver(&target, frame);
+                if self.home.deliver_to(conn, frame) == Delivery::Queued {
+                    self.counters().deliveries.incr();
                 }
             }
         }
     }
 
-    // ---- home side: deliver to the connections this shard owns ----
+    // ---- links and lifecycle ----
 
-    fn home_joined(&self, conn_id: ConnId, token: ChannelToken, frame: Bytes, may_send: bool) {
-        let conn = self.pending_joins.borrow_mut().remove(&conn_id);
-        match conn {
-            Some(conn) if conn.ended().is_none() => {
-                conn.may_send.set(may_send);
-                self.subscribe(token, &conn);
-                self.deliver(&conn, frame);
-                conn.set_joined(token);
-            }
-            // It ended while the join was in flight: undo the join.
-            _ => self.send(
-                token_owner(token, self.shards),
-                ShardMsg::Leave {
-                    token,
-                    conn: conn_id,
-                },
-            ),
-        }
+    /// Takes the next batch for `peer` (its forwarder task).
+    pub async fn next_batch(&self, peer: usize) -> message::Batch {
+        self.links.next_batch(peer).await
     }
 
-    fn home_fan_out(&self, token: ChannelToken, frame: &Bytes, except: Option<ConnId>) {
-        let subs = self.subscribers.borrow();
-        let Some(list) = subs.get(&token) else { return };
-        let mut delivered = 0;
-        for conn in list {
-            if Some(conn.id) != except && conn.push(frame.clone()) == Pushed::Queued {
-                delivered += 1;
-            }
-        }
-        self.counters().deliveries.add(delivered);
+    /// Waits until no shard has a congested forward link; a reader calls
+    /// it before reading more from its socket (see `Links::room`).
+    pub async fn forward_room(&self) {
+        self.links.room().await
     }
-
-    // ---- housekeeping ----
 
     /// Starts the drain: every connection gets 1001 after its queue.
     fn begin_shutdown(&self) {
-        self.draining.set(true);
-        for conn in self.conns.borrow().values() {
+        self.life.begin_drain();
+        self.home.for_each_conn(|conn| {
             conn.end(CloseReason::ServerShutdown);
-        }
+        });
     }
 
     /// Ends the long-lived tasks (they race `stopped`). glommio 0.9 does
     /// not drop a finished executor's remaining tasks, so anything left
     /// running would keep its sockets open: the listener first of all.
     fn stop(&self) {
-        self.stop.stop();
+        self.life.stop();
         // Connections still draining at the deadline: cut them.
-        for conn in self.conns.borrow().values() {
-            conn.shutdown_socket();
-        }
-    }
-
-    /// Waits until no shard has a congested forward link; a reader calls
-    /// it before reading more from its socket. Every shard's readers pause,
-    /// not only this one's: a publisher on shard A can congest the link
-    /// from the owner B back to A, which A's own links do not show.
-    pub async fn forward_room(&self) {
-        loop {
-            let Some(congested) = self
-                .congested
-                .iter()
-                .position(|f| f.load(Ordering::Acquire))
-            else {
-                return;
-            };
-            if congested == self.id.index() {
-                for link in self.peers.iter().flatten() {
-                    link.room().await;
-                }
-                self.update_congestion();
-            } else {
-                // Another shard's flag clears without telling us: look again
-                // shortly. This only runs while the relay is overloaded.
-                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        }
-    }
-
-    /// Raises or clears this shard's congestion flag from its links'
-    /// backlogs. Called when a backlog reaches the mark and after every
-    /// batch sent.
-    fn update_congestion(&self) {
-        let congested = self
-            .peers
-            .iter()
-            .flatten()
-            .any(|l| l.backlog_len() >= FORWARD_CONGESTED);
-        let flag = &self.congested[self.id.index()];
-        if flag.load(Ordering::Relaxed) != congested {
-            flag.store(congested, Ordering::Release);
-        }
+        self.home.for_each_conn(|conn| conn.shutdown_socket());
     }
 
     /// Resolves once `stop` was called.
     pub async fn stopped(&self) {
-        self.stop.stopped().await
+        self.life.stopped().await
     }
 
     /// Counts a slow consumer's dropped backlog (see `sweep`).
     pub fn note_discarded(&self, bytes: usize) {
-        self.trim.discarded(bytes);
-    }
-
-    pub fn open_conns(&self) -> usize {
-        self.conns.borrow().len()
+        self.life.note_discarded(bytes);
     }
 
     /// Counts an accepted socket until the returned guard drops.
     pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
-        let open = self.sockets_open.get() + 1;
-        self.sockets_open.set(open);
-        self.trim.opened(open);
+        self.life.socket_opened();
         SocketGuard(self.clone())
-    }
-
-    fn open_sockets(&self) -> usize {
-        self.sockets_open.get()
     }
 }

@@ -1,19 +1,112 @@
-//! The owner side of a shard: the channels that hash to it. Joins, leaves
-//! and publishes for them arrive here (in place or forwarded), and this is
-//! the one place where a channel's order is decided: the owner stamps `id`
-//! and `date`, builds each frame once, and fans it out to the home shards
-//! of the members. Runs only on the owner shard; never waits.
+//! The owner side of a shard, sans-IO: the channels that hash to this
+//! shard, their members, their message counter and the uid cipher. Joins,
+//! leaves, publishes and pushes for them arrive here, and this is the one
+//! place where a channel's order is decided: the owner stamps `id` and
+//! `date`, builds each frame once, and says where it goes.
+//!
+//! Like the frame codec, it does no I/O and never calls back into the
+//! shard: each method takes a request and `now`, updates the registry, and
+//! appends `Effects` (shard messages, each for one shard). `Shard::dispatch`
+//! carries them out after the owner's borrow has ended. Runs only on the
+//! owner shard; never waits.
 
-use super::forward::{JoinRequest, KeyCheck, ShardMsg};
-use super::Shard;
-use crate::access::Keys;
-use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid};
+use super::join::{decide, Decision, JoinRequest};
+use super::message::ShardMsg;
+use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid, UidCipher};
+use crate::metrics::{Metrics, ShardCounters};
+use crate::outcome::{DropReason, UpgradeRefusal};
 use crate::pubsub::envelope::{self, Who};
-use crate::pubsub::registry::Member;
+use crate::pubsub::registry::{Channel, Member, Registry};
+use crate::router::Router;
 use bytes::Bytes;
 
-impl Shard {
-    pub(super) fn owner_join(&self, request: JoinRequest) {
+/// What the owner decided, in order: each message for one shard (this one
+/// included). Reused between calls, so the hot path does not allocate.
+#[derive(Debug, Default)]
+pub struct Effects(Vec<(ShardId, ShardMsg)>);
+
+impl Effects {
+    fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        self.0.push((to, msg));
+    }
+
+    /// Takes the effects out, in order, leaving the buffer for reuse.
+    pub fn drain(&mut self) -> impl Iterator<Item = (ShardId, ShardMsg)> + '_ {
+        self.0.drain(..)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(ShardId, ShardMsg)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A client's message on its way to its channel's owner. The payload is
+/// borrowed, so a locally owned publish is read where it was decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub token: ChannelToken,
+    pub from: ConnId,
+    /// Whether the sender receives its own broadcast.
+    pub echo: bool,
+    /// A direct message's recipient.
+    pub to: Option<Uid>,
+    pub payload: &'a [u8],
+}
+
+/// An HTTP push on its way to its channel's owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    pub channel: &'a str,
+    pub payload: &'a [u8],
+    /// Where the answer goes, and which request it answers.
+    pub home: ShardId,
+    pub request: u64,
+}
+
+pub struct Owner {
+    router: Router,
+    /// Channels this shard owns.
+    registry: Registry,
+    /// Maps connection numbers to uids and back; same key on every shard.
+    cipher: UidCipher,
+    /// Messages stamped so far (the local part of message ids).
+    messages_issued: u64,
+    /// Every shard's counters; the owner writes only its own shard's.
+    metrics: Metrics,
+}
+
+impl Owner {
+    pub fn new(router: Router, cipher: UidCipher, metrics: Metrics) -> Owner {
+        Owner {
+            registry: Registry::new(router),
+            router,
+            cipher,
+            messages_issued: 0,
+            metrics,
+        }
+    }
+
+    fn counters(&self) -> &ShardCounters {
+        &self.metrics[self.router.here().index()]
+    }
+
+    /// Channels this shard owns now.
+    pub fn channels(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Adds a member (or refuses its join key): the joiner's home gets
+    /// `Joined` with its own event, every home with members the others'
+    /// event. See `join.rs` for the whole handshake.
+    pub fn join(&mut self, request: JoinRequest, now_ms: u64, fx: &mut Effects) {
         let JoinRequest {
             channel,
             conn,
@@ -22,58 +115,39 @@ impl Shard {
             list,
             keys,
         } = request;
-        let mut registry = self.registry.borrow_mut();
-        // Keys first: a refused join neither creates nor changes the channel.
-        let (may_send, keys_if_new) = match keys {
-            KeyCheck::Namespace { may_send } => (may_send, Keys::default()),
-            KeyCheck::Ephemeral(offered) => match registry.find(&channel) {
-                Some((_, ch)) if !ch.keys.may_join(offered.join_key.as_deref()) => {
-                    drop(registry);
-                    self.counters()
-                        .count_upgrade_refused(crate::metrics::UpgradeRefusal::JoinKey);
-                    return self.send(conn.home(self.shards), ShardMsg::JoinRefused { conn });
-                }
-                Some((_, ch)) => (
-                    ch.keys.may_send(offered.send_key.as_deref()),
-                    Keys::default(),
-                ),
-                // The creator sets the keys it offered, and may send.
-                None => (true, offered),
-            },
+        let home = self.router.home_of(conn);
+        let existing = self.registry.find(&channel).map(|(_, ch)| &ch.keys);
+        let (may_send, keys_if_new) = match decide(existing, keys) {
+            Decision::Refuse => {
+                self.counters()
+                    .count_upgrade_refused(UpgradeRefusal::JoinKey);
+                return fx.send(home, ShardMsg::JoinRefused { conn });
+            }
+            Decision::Admit {
+                may_send,
+                keys_if_new,
+            } => (may_send, keys_if_new),
         };
         let uid = self.cipher.uid(conn);
-        let date = envelope::now_ms();
         let member = Member {
             uid,
             alias_json,
             announce,
         };
-        let (token, ch) = registry.join(&channel, conn, member, keys_if_new);
+        let (token, ch) = self.registry.join(&channel, conn, member, keys_if_new);
         let total = ch.total();
-        let me = &ch.members[&conn];
-        let me = Who {
-            uid: &me.uid,
-            alias_json: me.alias_json.as_deref(),
-        };
+        let me = who(&ch.members[&conn]);
         let users = list.then(|| {
             ch.members
                 .values()
                 .filter(|m| m.announce || m.uid == uid)
-                .map(|m| Who {
-                    uid: &m.uid,
-                    alias_json: m.alias_json.as_deref(),
-                })
+                .map(who)
         });
-        let own_event = envelope::join_self(me, users, total, date);
-        let others_event = (total > 1).then(|| envelope::join(announce.then_some(me), total, date));
-        let homes: Vec<ShardId> = ch.home_shards().collect();
-        self.counters().channels.set(registry.len() as u64);
-        drop(registry);
-
+        let own_event = envelope::join_self(me, users, total, now_ms);
         // The joiner's home learns of the join before the others' event, so
         // the event excludes the joiner explicitly.
-        self.send(
-            conn.home(self.shards),
+        fx.send(
+            home,
             ShardMsg::Joined {
                 conn,
                 token,
@@ -81,150 +155,121 @@ impl Shard {
                 may_send,
             },
         );
-        if let Some(frame) = others_event {
-            self.fan_out(homes, token, &frame, Some(conn));
+        if total > 1 {
+            let frame = envelope::join(announce.then_some(me), total, now_ms);
+            fan_out(fx, ch, token, &frame, Some(conn));
         }
+        self.counters().channels.set(self.registry.len() as u64);
     }
 
-    pub(super) fn owner_publish(
-        &self,
-        token: ChannelToken,
-        from: ConnId,
-        echo: bool,
-        to: Option<Uid>,
-        payload: &[u8],
-    ) {
-        let registry = self.registry.borrow();
-        let Some(ch) = registry.get(token) else {
+    /// Stamps and builds a member's message once, then fans it out (or
+    /// sends it to its one recipient). A publish that crossed its sender's
+    /// leave is dropped.
+    pub fn publish(&mut self, publish: Publish<'_>, now_ms: u64, fx: &mut Effects) {
+        let Some(ch) = self.registry.get(publish.token) else {
             return;
         };
-        // A publish that crossed its sender's leave is dropped.
-        let Some(sender) = ch.members.get(&from) else {
+        let Some(sender) = ch.members.get(&publish.from) else {
             return;
         };
-        let date = envelope::now_ms();
-        let id = self.next_message_id();
-        let id = id.as_bytes();
-        let who = Who {
-            uid: &sender.uid,
-            alias_json: sender.alias_json.as_deref(),
+        let (buf, len) = next_message_id(&mut self.messages_issued, self.router);
+        let frame = envelope::message(&buf[..len], Some(who(sender)), now_ms, publish.payload);
+        let counters = &self.metrics[self.router.here().index()];
+        counters.messages_published.incr();
+        let Some(uid) = publish.to else {
+            let except = (!publish.echo).then_some(publish.from);
+            return fan_out(fx, ch, publish.token, &frame, except);
         };
-        let frame = envelope::message(id, Some(who), date, payload);
-        self.counters().messages_published.incr();
-        match to {
-            None => self.fan_out(ch.home_shards(), token, &frame, (!echo).then_some(from)),
-            Some(uid) => {
-                let target = self.cipher.conn(&uid);
-                if ch.members.contains_key(&target) {
-                    self.send(
-                        target.home(self.shards),
-                        ShardMsg::Deliver {
-                            conn: target,
-                            frame,
-                        },
-                    );
-                } else {
-                    let text = format!("no user {} on this channel", uid.as_str());
-                    self.counters().error_events.incr();
-                    self.counters()
-                        .count_drop(crate::metrics::Drop::NoRecipient);
-                    let frame = envelope::error(&text, date);
-                    self.send(
-                        from.home(self.shards),
-                        ShardMsg::Deliver { conn: from, frame },
-                    );
-                }
-            }
-        }
+        let target = self.cipher.conn(&uid);
+        let (conn, frame) = if ch.members.contains_key(&target) {
+            (target, frame)
+        } else {
+            counters.error_events.incr();
+            counters.count_drop(DropReason::NoRecipient);
+            let text = DropReason::no_recipient(uid.as_str());
+            (publish.from, envelope::error(&text, now_ms))
+        };
+        fx.send(self.router.home_of(conn), ShardMsg::Deliver { conn, frame });
     }
 
     /// An HTTP push: relayed like a message but without `uid` and `alias`;
-    /// answers the home shard with the number of members it went to.
-    pub(super) fn owner_push(&self, channel: &str, payload: &[u8], home: ShardId, request: u64) {
-        let registry = self.registry.borrow();
-        let recipients = match registry.find(channel) {
+    /// answers its home shard with the number of members it went to.
+    pub fn push(&mut self, push: Push<'_>, now_ms: u64, fx: &mut Effects) {
+        let recipients = match self.registry.find(push.channel) {
             None => 0,
             Some((token, ch)) => {
-                let id = self.next_message_id();
-                let frame = envelope::message(id.as_bytes(), None, envelope::now_ms(), payload);
-                self.counters().messages_published.incr();
-                self.fan_out(ch.home_shards(), token, &frame, None);
+                let (buf, len) = next_message_id(&mut self.messages_issued, self.router);
+                let frame = envelope::message(&buf[..len], None, now_ms, push.payload);
+                self.metrics[self.router.here().index()]
+                    .messages_published
+                    .incr();
+                fan_out(fx, ch, token, &frame, None);
                 ch.total() as u32
             }
         };
-        drop(registry);
-        self.send(
-            home,
+        fx.send(
+            push.home,
             ShardMsg::Pushed {
-                request,
+                request: push.request,
                 recipients,
             },
         );
     }
 
-    /// The next message id, base62 of this owner's counter interleaved by
-    /// shard.
-    fn next_message_id(&self) -> MessageId {
-        let mut id = MessageId([0; 12], 0);
-        let issued = self.messages_issued.get();
-        self.messages_issued.set(issued + 1);
-        id.1 = message_id(issued, self.id, self.shards, &mut id.0);
-        id
-    }
-
-    pub(super) fn owner_leave(&self, token: ChannelToken, conn: ConnId) {
-        let mut registry = self.registry.borrow_mut();
-        let Some((member, after)) = registry.leave(token, conn) else {
+    /// Removes a member; the others get its leave event. The channel and
+    /// its ephemeral keys go when it empties.
+    pub fn leave(&mut self, token: ChannelToken, conn: ConnId, now_ms: u64, fx: &mut Effects) {
+        let Some((member, after)) = self.registry.leave(token, conn) else {
             return;
         };
-        let fan_out = after.map(|ch| {
-            let who = Who {
-                uid: &member.uid,
-                alias_json: member.alias_json.as_deref(),
-            };
-            let frame = envelope::leave(
-                member.announce.then_some(who),
-                ch.total(),
-                envelope::now_ms(),
-            );
-            (frame, ch.home_shards().collect::<Vec<_>>())
-        });
-        self.counters().channels.set(registry.len() as u64);
-        drop(registry);
-        if let Some((frame, homes)) = fan_out {
-            self.fan_out(homes, token, &frame, None);
+        if let Some(ch) = after {
+            let shown = member.announce.then(|| who(&member));
+            let frame = envelope::leave(shown, ch.total(), now_ms);
+            fan_out(fx, ch, token, &frame, None);
         }
-    }
-
-    /// Sends `frame` to every home shard of the channel's members, once per
-    /// shard; each delivers it to its local members but `except` (a
-    /// connection id matches on its own home shard only).
-    fn fan_out(
-        &self,
-        homes: impl IntoIterator<Item = ShardId>,
-        token: ChannelToken,
-        frame: &Bytes,
-        except: Option<ConnId>,
-    ) {
-        for home in homes {
-            let frame = frame.clone();
-            self.send(
-                home,
-                ShardMsg::FanOut {
-                    token,
-                    frame,
-                    except,
-                },
-            );
-        }
+        self.counters().channels.set(self.registry.len() as u64);
     }
 }
 
-/// A message id on the stack: base62 bytes and their length.
-struct MessageId([u8; 12], usize);
-
-impl MessageId {
-    fn as_bytes(&self) -> &[u8] {
-        &self.0[..self.1]
+fn who(member: &Member) -> Who<'_> {
+    Who {
+        uid: &member.uid,
+        alias_json: member.alias_json.as_deref(),
     }
 }
+
+/// One `FanOut` per home shard with members: each delivers `frame` to its
+/// local members but `except` (a connection id matches on its own home
+/// shard only).
+fn fan_out(
+    fx: &mut Effects,
+    ch: &Channel,
+    token: ChannelToken,
+    frame: &Bytes,
+    except: Option<ConnId>,
+) {
+    for home in ch.home_shards() {
+        let frame = frame.clone();
+        fx.send(
+            home,
+            ShardMsg::FanOut {
+                token,
+                frame,
+                except,
+            },
+        );
+    }
+}
+
+/// The next message id: base62 of this owner's counter interleaved by
+/// shard, on the stack.
+fn next_message_id(issued: &mut u64, router: Router) -> ([u8; 12], usize) {
+    let mut buf = [0; 12];
+    let len = message_id(*issued, router.here(), router.shard_count(), &mut buf);
+    *issued += 1;
+    (buf, len)
+}
+
+#[cfg(test)]
+#[path = "owner_tests.rs"]
+mod tests;

@@ -2,7 +2,7 @@
 //! tasks (accept loop, one forwarder and one receiver per peer, the sweep),
 //! report ready, then wait for the shutdown signal and drain.
 
-use super::forward::Batch;
+use super::message::Batch;
 use super::Shard;
 use crate::conn::Listener;
 use crate::limits::SWEEP_INTERVAL_MS;
@@ -80,13 +80,13 @@ pub async fn run(wiring: ShardWiring) {
         }
     }
     tracing::info!(
-        shard = shard.id.0,
+        shard = shard.id().0,
         connections = shard.open_conns(),
         "draining"
     );
     shard.begin_shutdown();
     let deadline = Instant::now() + Duration::from_millis(shard.config.shutdown_timeout_ms);
-    while shard.open_sockets() > 0 && Instant::now() < deadline {
+    while shard.life.open_sockets() > 0 && Instant::now() < deadline {
         Timer::new(Duration::from_millis(10)).await;
     }
     let left = shard.open_conns();
@@ -102,7 +102,7 @@ pub async fn run(wiring: ShardWiring) {
     for task in tasks {
         task.await;
     }
-    tracing::info!(shard = shard.id.0, left, "stopped");
+    tracing::info!(shard = shard.id().0, left, "stopped");
 }
 
 /// Runs `task` until the shard stops.
@@ -153,9 +153,7 @@ async fn connect_peers(
             let shard = shard.clone();
             async move {
                 while let Some(batch) = receiver.recv().await {
-                    for msg in batch {
-                        shard.handle(msg);
-                    }
+                    shard.receive(batch);
                 }
             }
         };

@@ -1,49 +1,32 @@
 //! The signal that ends a shard's long-lived tasks (the accept loops, the
 //! sweep, the forwarders and receivers), each of which races `stopped()`.
 
-use std::cell::{Cell, RefCell};
-use std::task::{Poll, Waker};
+use crate::wake::WakerList;
+use std::cell::Cell;
 
 #[derive(Default)]
 pub struct StopSignal {
     stopping: Cell<bool>,
-    /// One waker per waiting `stopped()` future.
-    wakers: RefCell<Vec<Waker>>,
+    /// Every long-lived task of the shard parks here (see `WakerList::until`
+    /// for why each registers once).
+    waiting: WakerList,
 }
 
 impl StopSignal {
-    /// Resolves once `stop` was called. The future registers its task's
-    /// waker on its first poll only: it is polled again every time the
-    /// task it races is woken (every accept, every forward batch), and a
-    /// clone per poll would grow the list without bound and overflow
-    /// glommio's waker reference count (it panics at 32,767). A glommio
-    /// task's waker never changes, so the first one stays valid.
+    /// Resolves once `stop` was called.
     pub async fn stopped(&self) {
-        let mut registered = false;
-        std::future::poll_fn(|cx| {
-            if self.stopping.get() {
-                return Poll::Ready(());
-            }
-            if !registered {
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                registered = true;
-            }
-            Poll::Pending
-        })
-        .await
+        self.waiting.until(|| self.stopping.get()).await
     }
 
     /// Wakes every `stopped()` future.
     pub fn stop(&self) {
         self.stopping.set(true);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.waiting.wake_all();
     }
 
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.wakers.borrow().len()
+        self.waiting.len()
     }
 }
 
@@ -54,7 +37,7 @@ mod tests {
     use std::pin::pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Wake};
+    use std::task::{Context, Wake, Waker};
 
     struct Count(AtomicUsize);
     impl Wake for Count {

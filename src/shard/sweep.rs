@@ -2,6 +2,7 @@
 //! per-IP tables, and handing freed memory back to the kernel.
 
 use super::Shard;
+use crate::conn::handle::Liveness;
 use crate::error::CloseReason;
 use crate::limits::{TRIM_AFTER_BYTES_DISCARDED, TRIM_AFTER_SOCKETS_CLOSED};
 use std::cell::Cell;
@@ -12,25 +13,23 @@ impl Shard {
     /// due, the allocator's free pages. Called every `SWEEP_INTERVAL_MS`
     /// by the sweep task.
     pub(super) fn sweep(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.clock_ms.set(now);
-        let ping_ms = self.config.ping_interval_ms;
-        let idle_ms = self.config.idle_timeout_ms;
-        for conn in self.conns.borrow().values() {
-            let silent = now.saturating_sub(conn.last_heard_ms.get());
-            if silent >= idle_ms {
-                conn.end(CloseReason::IdleTimeout);
-            } else if silent >= ping_ms && !conn.pinged.get() && conn.token.get().is_some() {
-                conn.pinged.set(true);
-                conn.push(crate::ws::frame::ping_frame(b""));
+        let now = self.life.tick();
+        let (ping_ms, idle_ms) = (self.config.ping_interval_ms, self.config.idle_timeout_ms);
+        self.home.for_each_conn(|conn| {
+            match conn.liveness(now, ping_ms, idle_ms) {
+                Liveness::Idle => {
+                    conn.end(CloseReason::IdleTimeout);
+                }
+                Liveness::PingDue => {
+                    conn.pinged();
+                    conn.deliver(crate::ws::frame::ping_frame(b""));
+                }
+                Liveness::Alive => {}
             }
             conn.shrink_idle_queue();
-        }
-        let now_ns = self.now_ns();
-        self.upgrade_buckets.borrow_mut().prune(now_ns);
-        self.push_buckets.borrow_mut().prune(now_ns);
-        self.bans.borrow_mut().prune(now_ns);
-        if self.trim.due(self.sockets_open.get()) {
+        });
+        self.admission.prune(self.now_ns());
+        if self.life.trim_due() {
             release_free_memory();
         }
     }
@@ -63,7 +62,7 @@ impl TrimPolicy {
 
     /// Whether to trim now, with `open` sockets; if so, starts counting
     /// afresh.
-    fn due(&self, open: usize) -> bool {
+    pub(super) fn due(&self, open: usize) -> bool {
         let crowd_left =
             self.closed.get() >= TRIM_AFTER_SOCKETS_CLOSED && open * 2 <= self.peak.get();
         let due = crowd_left || self.discarded.get() >= TRIM_AFTER_BYTES_DISCARDED;

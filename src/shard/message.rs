@@ -1,0 +1,60 @@
+//! What crosses between shards: the messages a home shard and an owner
+//! shard send each other. Each goes where `router` says, through
+//! `Shard::send`: this shard's own queue, or a peer's link (`links`).
+
+use super::join::JoinRequest;
+use crate::id::{ChannelToken, ConnId, ShardId, Uid};
+use bytes::Bytes;
+
+/// A message from one shard to another (or to itself).
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Home to owner: add a member to a channel.
+    Join(JoinRequest),
+    /// Owner to home: the join is done; `frame` is the joiner's own join
+    /// event, the first frame it receives.
+    Joined {
+        conn: ConnId,
+        token: ChannelToken,
+        frame: Bytes,
+        /// Whether the connection may send (its send key, if one is needed).
+        may_send: bool,
+    },
+    /// Owner to home: the join key did not open the channel's ephemeral
+    /// keys; the connection gets a 403 instead of its 101.
+    JoinRefused { conn: ConnId },
+    /// Home to owner: a client published a message.
+    Publish {
+        token: ChannelToken,
+        from: ConnId,
+        echo: bool,
+        to: Option<Uid>,
+        payload: Bytes,
+    },
+    /// Home to owner: a member left (however its connection ended).
+    Leave { token: ChannelToken, conn: ConnId },
+    /// Owner to home: deliver `frame` to every local member of the channel
+    /// except `except`.
+    FanOut {
+        token: ChannelToken,
+        frame: Bytes,
+        except: Option<ConnId>,
+    },
+    /// Owner to home: deliver `frame` to one connection (a direct message
+    /// or an error event).
+    Deliver { conn: ConnId, frame: Bytes },
+    /// Home to owner: an HTTP push (docs/PROTOCOL.md section 7), already
+    /// checked.
+    Push {
+        channel: Box<str>,
+        payload: Bytes,
+        home: ShardId,
+        request: u64,
+    },
+    /// Owner to home: the push went to this many members.
+    Pushed { request: u64, recipients: u32 },
+}
+
+/// What crosses a queue slot: up to `FORWARD_BATCH_MAX` messages a shard
+/// forwarded to one peer, in order.
+pub type Batch = Vec<ShardMsg>;
