@@ -1,4 +1,4 @@
-//! Who may join a channel and who may send on it (PROTOCOL.md section 6):
+//! Who may join a channel and who may send on it (docs/PROTOCOL.md section 6):
 //! namespaces from the config file, the keys they hold, ephemeral keys on
 //! channels no namespace covers, and the constant-time key comparison.
 //!

@@ -124,7 +124,7 @@ options! {
     /// Default "info". Nothing at info names a channel, uid or address.
     log: String = "info".to_owned();
     /// WebSocket upgrades one client IP may make per second, per shard
-    /// (PROTOCOL.md section 8). Default 10. Over it: 429 with Retry-After.
+    /// (docs/PROTOCOL.md section 8). Default 10. Over it: 429 with Retry-After.
     upgrades_per_ip_per_sec: u32 = 10;
     /// Upgrades one client IP may make at once before the rate applies
     /// (the bucket starts full). Default 20.
@@ -160,7 +160,7 @@ options! {
     /// (a list in the file). Default empty: every peer is the client.
     trusted_proxies: TrustedProxies = TrustedProxies::default();
     @file_only {
-        /// Namespaces (PROTOCOL.md section 6): `[[namespace]]` tables with
+        /// Namespaces (docs/PROTOCOL.md section 6): `[[namespace]]` tables with
         /// `prefix` and optional `join_key` and `send_key`. Reloaded on
         /// SIGHUP without dropping a connection.
         namespace: Vec<NamespaceConfig> = Vec::new();

@@ -2,17 +2,17 @@
 //! the shape of the code. Operator-tunable limits live in `config.rs` with
 //! their defaults; everything here says why it has its value.
 
-/// A uid is 6 characters of `[A-Za-z0-9]` (PROTOCOL.md section 3).
+/// A uid is 6 characters of `[A-Za-z0-9]` (docs/PROTOCOL.md section 3).
 pub const UID_CHARS: usize = 6;
 
 /// The number of distinct uids: 62^6. The server never reuses one while it
 /// runs, so this is also the number of connections one process may accept.
 pub const UID_SPACE: u64 = 56_800_235_584;
 
-/// Longest channel name after percent-decoding (PROTOCOL.md section 1).
+/// Longest channel name after percent-decoding (docs/PROTOCOL.md section 1).
 pub const CHANNEL_BYTES_MAX: usize = crate::http::request::CHANNEL_BYTES_MAX;
 
-/// Longest alias (PROTOCOL.md section 2).
+/// Longest alias (docs/PROTOCOL.md section 2).
 pub const ALIAS_BYTES_MAX: usize = crate::http::request::ALIAS_BYTES_MAX;
 
 /// Frames gathered into one `sendmsg`. 64 was where the design check saw
@@ -34,7 +34,7 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub const FORWARD_BATCH_MAX: usize = 1024;
 
 /// A link whose backlog reaches this many messages is congested: the
-/// shard's readers pause until it drains (see `shard::forward`).
+/// shard's readers pause until it drains (see `shard::links`).
 pub const FORWARD_CONGESTED: usize = 8 * FORWARD_BATCH_MAX;
 
 /// The smallest safe `forward_backlog_max`: when readers pause, what is

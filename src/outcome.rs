@@ -205,11 +205,12 @@ impl PushAnswer {
             PushAnswer::NotCovered => PushStatus::NotFound,
             PushAnswer::KeyMissing => PushStatus::Unauthorized,
             PushAnswer::WrongKey => PushStatus::Forbidden,
-            PushAnswer::Body(BodyError::Malformed)
-            | PushAnswer::EndedEarly
-            | PushAnswer::InvalidJson => PushStatus::BadRequest,
-            PushAnswer::Body(BodyError::TooLarge) => PushStatus::ContentTooLarge,
-            PushAnswer::Body(BodyError::UnsupportedCoding) => PushStatus::NotImplemented,
+            PushAnswer::EndedEarly | PushAnswer::InvalidJson => PushStatus::BadRequest,
+            PushAnswer::Body(e) => PushStatus::ALL
+                .iter()
+                .copied()
+                .find(|s| s.code() == e.status())
+                .expect("every body error's status is a push status"),
             PushAnswer::BodyTimeout => PushStatus::RequestTimeout,
         }
     }

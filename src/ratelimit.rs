@@ -2,7 +2,7 @@
 //! per-shard tables built on them: one bucket per client IP for upgrades
 //! and for pushes, and the ban list. Everything here lives on one shard and
 //! is never touched from another: with N shards an IP's limits are per
-//! shard (PROTOCOL.md section 8).
+//! shard (docs/PROTOCOL.md section 8).
 //!
 //! A bucket is the GCRA form of a token bucket: instead of a token count
 //! and a refill time it keeps one number, the "theoretical arrival time"

@@ -54,68 +54,68 @@ impl Server {
             .as_ref()
             .map(|l| l.local_addr())
             .transpose()?;
-        let namespaces = Arc::new(Namespaces::build(&config.namespace)?);
-        let config = Arc::new(config);
-        let metrics = metrics::new(shards);
-        let cipher = UidCipher::new(random_seed());
-        let congested: crate::shard::Congestion = (0..shards).map(|_| Default::default()).collect();
-        let (mut senders, mut receivers) = queues(shards, config.forward_queue_slots);
+        let common = Common {
+            namespaces: Arc::new(Namespaces::build(&config.namespace)?),
+            config: Arc::new(config),
+            metrics: metrics::new(shards),
+            cipher: UidCipher::new(random_seed()),
+            congested: (0..shards).map(|_| Default::default()).collect(),
+        };
+        let (mut senders, mut receivers) = queues(shards, common.config.forward_queue_slots);
+        let mut server = Server {
+            local_addr,
+            metrics_addr,
+            shards,
+            metrics: common.metrics.clone(),
+            control: Vec::with_capacity(shards),
+            reloads: Vec::with_capacity(shards),
+            executors: Vec::with_capacity(shards),
+        };
         // One readiness channel per shard: a shard whose executor cannot
         // start drops its sender, which is noticed at once.
         let mut ready = Vec::with_capacity(shards);
-
-        let mut control = Vec::with_capacity(shards);
-        let mut reloads = Vec::with_capacity(shards);
-        let mut executors = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             ready.push(ready_rx);
             let (ours, theirs) = UnixStream::pair()?;
-            control.push(ours);
+            server.control.push(ours);
             let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(RELOADS_QUEUED_MAX);
-            reloads.push(reload_tx);
-            let namespaces = namespaces.clone();
-            let id = ShardId(index as u16);
-            let (shard_config, cipher, metrics) = (config.clone(), cipher.clone(), metrics.clone());
-            let congested = congested.clone();
+            server.reloads.push(reload_tx);
             let wiring = ShardWiring {
-                shard: Box::new(move || {
-                    Shard::new(
-                        id,
-                        shards,
-                        shard_config,
-                        cipher,
-                        metrics,
-                        congested,
-                        namespaces,
-                    )
-                }),
+                shard: common.shard(ShardId(index as u16), shards),
                 listener,
                 control: theirs,
                 reloads: reload_rx,
-                metrics_listener: if index == 0 {
-                    metrics_listener.take()
-                } else {
-                    None
-                },
+                metrics_listener: metrics_listener.take().filter(|_| index == 0),
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
                 ready: ready_tx,
             };
-            let placement = match config.pin {
+            let placement = match common.config.pin {
                 true => Placement::Fixed(cpus[index % cpus.len()]),
                 false => Placement::Unbound,
             };
             let executor = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{index}"))
-                .io_memory(config.io_memory_bytes)
+                .io_memory(common.config.io_memory_bytes)
                 .spawn(move || shard::run(wiring))
                 .map_err(|e| Error::Executor(format!("shard {index}: {e}")))?;
-            executors.push(executor);
+            server.executors.push(executor);
         }
+        server.wait_ready(ready)?;
+        tracing::info!(%local_addr, shards, "listening");
+        if let Some(addr) = metrics_addr {
+            tracing::info!(%addr, "metrics listening");
+        }
+        Ok(server)
+    }
+
+    /// Waits until every shard accepts connections, or names the first that
+    /// could not start.
+    fn wait_ready(&mut self, ready: Vec<std::sync::mpsc::Receiver<()>>) -> Result<(), Error> {
         for (index, ready_rx) in ready.into_iter().enumerate() {
             if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-                let why = match executors.remove(index).join() {
+                let why = match self.executors.remove(index).join() {
                     Err(e) => e.to_string(),
                     Ok(()) => "it stopped before it was ready".to_owned(),
                 };
@@ -124,19 +124,7 @@ impl Server {
                 )));
             }
         }
-        tracing::info!(%local_addr, shards, "listening");
-        if let Some(addr) = metrics_addr {
-            tracing::info!(%addr, "metrics listening");
-        }
-        Ok(Server {
-            local_addr,
-            metrics_addr,
-            shards,
-            metrics,
-            control,
-            reloads,
-            executors,
-        })
+        Ok(())
     }
 
     /// The address the shards listen on (the real port when 0 was asked).
@@ -197,6 +185,28 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// What every shard gets a handle to, made on the main thread.
+struct Common {
+    config: Arc<Config>,
+    namespaces: Arc<Namespaces>,
+    metrics: Metrics,
+    cipher: UidCipher,
+    congested: crate::shard::Congestion,
+}
+
+impl Common {
+    /// Builds shard `id` on its own thread (a `Shard` is not `Send`).
+    fn shard(&self, id: ShardId, shards: usize) -> Box<dyn FnOnce() -> Shard + Send> {
+        let (config, cipher, metrics) = (
+            self.config.clone(),
+            self.cipher.clone(),
+            self.metrics.clone(),
+        );
+        let (congested, namespaces) = (self.congested.clone(), self.namespaces.clone());
+        Box::new(move || Shard::new(id, shards, config, cipher, metrics, congested, namespaces))
     }
 }
 

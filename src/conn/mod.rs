@@ -67,11 +67,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
         let head = match read_head(&shard, &mut stream, &mut buf).await {
             Ok(Some(head)) => head,
             Ok(None) => return, // closed or timed out between requests
-            Err(e) => return respond(&mut stream, &head_error_response(e), false).await,
+            Err(e) => {
+                respond(&mut stream, &head_error_response(e), false).await;
+                return;
+            }
         };
         shard.counters().http_requests.incr();
         let head_only = head.method == "HEAD";
-        let next = match endpoint(&shard, listener, &head) {
+        let next = match listener_endpoint(&shard, listener, &head) {
             Err(refusal) => {
                 if refusal.status == 405 && head.target.starts_with("/push/") {
                     shard
@@ -81,7 +84,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
                 Next::Refuse(refusal.response())
             }
             Ok(endpoint) => {
-                let ip = client_ip(&shard, peer, &head);
+                let ip = http::client_ip::client_ip(peer, &head, &shard.config().trusted_proxies.0);
                 serve_endpoint(&shard, &mut stream, &mut buf, &head, endpoint, ip).await
             }
         };
@@ -94,18 +97,25 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
                     return;
                 }
             }
-            Next::Refuse(response) => return respond(&mut stream, &response, false).await,
+            Next::Refuse(response) => {
+                respond(&mut stream, &response, false).await;
+                return;
+            }
             Next::Served(true) => {}
             Next::Served(false) => return,
             Next::Upgrade(mode, accept_key, ip) => {
-                return session::run(shard, stream, buf, mode, accept_key, ip).await
+                return session::run_session(shard, stream, buf, mode, accept_key, ip).await
             }
         }
     }
 }
 
 /// What `head` asks of this listener.
-fn endpoint(shard: &Shard, listener: Listener, head: &RequestHead) -> Result<Endpoint, Refusal> {
+fn listener_endpoint(
+    shard: &Shard,
+    listener: Listener,
+    head: &RequestHead,
+) -> Result<Endpoint, Refusal> {
     match (listener, http::endpoint(head)) {
         (Listener::Metrics, Ok(e @ (Endpoint::Version | Endpoint::Health | Endpoint::Metrics))) => {
             Ok(e)
@@ -153,7 +163,7 @@ async fn serve_endpoint(
         Endpoint::Push { channel } => {
             // Boxed: a push's state (body reading, lingering close) must
             // not make every WebSocket connection's future larger.
-            let push = push::serve(shard, stream, buf, head, &channel, ip);
+            let push = push::serve_push(shard, stream, buf, head, &channel, ip);
             Next::Served(Box::pin(push).await)
         }
         Endpoint::Version => Next::Respond(text(200, VERSION.as_bytes())),
@@ -168,9 +178,12 @@ async fn serve_endpoint(
 }
 
 /// The one writer of the HTTP phase: sends `response` (its head only for a
-/// `HEAD` request).
-pub(crate) async fn respond(stream: &mut TcpStream, response: &Response, head_only: bool) {
-    let _ = stream.write_all(&response.to_bytes(head_only)).await;
+/// `HEAD` request); returns whether it was written.
+async fn respond(stream: &mut TcpStream, response: &Response, head_only: bool) -> bool {
+    stream
+        .write_all(&response.to_bytes(head_only))
+        .await
+        .is_ok()
 }
 
 /// A head that could not be read: its status and a fixed sentence.
@@ -186,11 +199,6 @@ fn serves_metrics(shard: &Shard, listener: Listener) -> bool {
         MetricsEndpoint::Off => false,
         MetricsEndpoint::Listen(_) => listener == Listener::Metrics,
     }
-}
-
-/// The client's IP for limits and bans (trusted proxies considered).
-fn client_ip(shard: &Shard, peer: IpAddr, head: &RequestHead) -> IpAddr {
-    http::client_ip::client_ip(peer, head, &shard.config().trusted_proxies.0)
 }
 
 /// Reads one request head within the handshake timeout. `Ok(None)`: the

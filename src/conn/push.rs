@@ -6,12 +6,12 @@
 //! body; runs on the shard that accepted the connection.
 
 use crate::http::body::{framing, BodyDecoder};
-use crate::http::RequestHead;
+use crate::http::{RequestHead, Response};
 use crate::outcome::PushAnswer;
 use crate::ratelimit::IpKey;
 use crate::shard::Shard;
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,7 +24,7 @@ const BODY_READ_BYTES: usize = 16 * 1024;
 
 /// Serves one push request; returns whether the connection may go on to
 /// its next request.
-pub async fn serve(
+pub async fn serve_push(
     shard: &Shard,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -36,7 +36,7 @@ pub async fn serve(
     shard.counters().count_push(answer.status());
     let response = answer.response(head.keep_alive());
     let keep_alive = response.keep_alive;
-    let written = stream.write_all(&response.to_bytes(false)).await.is_ok();
+    let written = super::respond(stream, &response, false).await;
     if written && !keep_alive {
         linger(shard, stream).await;
     }
@@ -99,7 +99,8 @@ async fn answer(
         Err(e) => return PushAnswer::Body(e),
     };
     if head.has_token("expect", "100-continue") {
-        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let go_on = Response::text(100, &b""[..]).keep_alive(true);
+        super::respond(stream, &go_on, false).await;
     }
     let body = match read_body(shard, stream, buf, decoder).await {
         Ok(body) => body,

@@ -54,7 +54,7 @@ struct Sending {
     ip: IpKey,
 }
 
-pub async fn run(
+pub async fn run_session(
     shard: Rc<Shard>,
     stream: TcpStream,
     leftover: Vec<u8>,
@@ -69,7 +69,11 @@ pub async fn run(
     let conn = open(&shard, &stream, mode, accept_key);
     let stream = Rc::new(RefCell::new(stream));
     conn.joined_or_ended().await;
-    let writer = glommio::spawn_local(writer::run(shard.clone(), conn.clone(), stream.clone()));
+    let writer = glommio::spawn_local(writer::run_writer(
+        shard.clone(),
+        conn.clone(),
+        stream.clone(),
+    ));
 
     let reason = match conn.ended() {
         Some(reason) => reason,

@@ -31,7 +31,7 @@ struct Writer {
     head_written: usize,
 }
 
-pub async fn run(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<TcpStream>>) {
+pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<TcpStream>>) {
     let mut w = Writer {
         conn,
         stream,

@@ -1,4 +1,4 @@
-//! The client's IP for limits and bans (PROTOCOL.md section 8): the peer
+//! The client's IP for limits and bans (docs/PROTOCOL.md section 8): the peer
 //! address, unless the peer is a trusted reverse proxy, in which case the
 //! rightmost `X-Forwarded-For` address that is not itself a trusted proxy,
 //! or else `X-Real-IP`. From any other peer these headers are ignored, so a

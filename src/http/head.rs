@@ -1,6 +1,6 @@
 //! Parsing of an HTTP/1.x request head (request line and headers) with
 //! `httparse`, under the caller's size and header-count limits
-//! (PROTOCOL.md section 8: 8 KiB and 64 headers by default).
+//! (docs/PROTOCOL.md section 8: 8 KiB and 64 headers by default).
 //!
 //! Pure: it looks at a byte buffer the caller has read so far and says
 //! "incomplete", "here is the head", or why the peer must be dropped. No I/O,

@@ -1,4 +1,4 @@
-//! What a parsed request asks for: the endpoint table of PROTOCOL.md
+//! What a parsed request asks for: the endpoint table of docs/PROTOCOL.md
 //! section 1, the WebSocket handshake checks of RFC 6455 4.2.1, channel-name
 //! decoding, and the connection options of section 2.
 //!

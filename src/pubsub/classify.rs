@@ -1,6 +1,6 @@
 //! What a client's text frame asks for: a broadcast, or a direct message in
 //! the `\x1F<uid>\x1F<json>` form or the legacy `@@<uid>@@<json>` form
-//! (PROTOCOL.md section 4). Pure; runs on the connection's home shard.
+//! (docs/PROTOCOL.md section 4). Pure; runs on the connection's home shard.
 
 /// The unit separator that opens and closes the recipient of a direct message.
 const UNIT_SEPARATOR: u8 = 0x1F;

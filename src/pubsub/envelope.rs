@@ -1,5 +1,5 @@
 //! Server frames, built once: the envelope of a relayed message and the
-//! join, leave and error events (PROTOCOL.md section 5). Each function
+//! join, leave and error events (docs/PROTOCOL.md section 5). Each function
 //! writes the JSON straight into complete WebSocket frame bytes; server
 //! frames are unmasked, so the same `Bytes` goes to every receiver.
 //!

@@ -1,7 +1,7 @@
 // Shared helpers for itty_client.test.mjs: the WebSocket implementation the
 // stock client uses under Node, a per-test scope that owns and closes every
 // client, waits with deadlines, pacing that stays inside the relay's default
-// limits, and a check of every frame the relay sent against PROTOCOL.md §5.
+// limits, and a check of every frame the relay sent against docs/PROTOCOL.md §5.
 //
 // Nothing here changes the client: `itty-sockets` is imported as published and
 // only finds `WebSocket` as a global, as it would in a browser.
@@ -33,7 +33,7 @@ const WAIT_MARGIN_MS = CLOSE_WAIT_MS + 500
 
 /**
  * The relay allows 10 upgrades per second per IP with a burst of 20
- * (PROTOCOL.md §8). Every connection here comes from 127.0.0.1, so the suite
+ * (docs/PROTOCOL.md §8). Every connection here comes from 127.0.0.1, so the suite
  * paces itself below that: a bucket of `RELAY_CONNECT_BURST` (default 15)
  * refilled at `RELAY_CONNECT_RATE` per second (default 8). A harness that
  * raises the relay's limit may set RELAY_CONNECT_RATE=0 to turn pacing off.
@@ -308,7 +308,7 @@ export class Scope {
    * End of a passing test: closes every client at once with the stock
    * `.close()`. Each close handshake must finish within CLOSE_WAIT_MS with the
    * relay's answer to an empty close (1005, or 1000), and no socket may have
-   * had an error or received a frame that breaks PROTOCOL.md §5.
+   * had an error or received a frame that breaks docs/PROTOCOL.md §5.
    */
   async closeAllChecked () {
     const problems = []
@@ -358,7 +358,7 @@ export function relayTest (name, fn, { timeout = TEST_TIMEOUT_MS } = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// Frame check against PROTOCOL.md §5 (every frame of every test goes through it).
+// Frame check against docs/PROTOCOL.md §5 (every frame of every test goes through it).
 // ---------------------------------------------------------------------------
 
 const isUid = (v) => typeof v === 'string' && /^[A-Za-z0-9]{6}$/.test(v)

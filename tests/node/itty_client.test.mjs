@@ -480,7 +480,7 @@ relayTest('ordering: 200 numbered messages arrive in order at two receivers', as
 }, { timeout: 15_000 })
 
 // ---------------------------------------------------------------------------
-// Keys and limits (PROTOCOL.md sections 6 and 8). The Rust harness starts the
+// Keys and limits (docs/PROTOCOL.md sections 6 and 8). The Rust harness starts the
 // relay with the default limits and a namespace `nodens` (joinKey `nk`,
 // sendKey `ns`).
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Namespaces, join keys, send keys and ephemeral keys (PROTOCOL.md
+//! Namespaces, join keys, send keys and ephemeral keys (docs/PROTOCOL.md
 //! section 6) against the real server with two shards.
 
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md section 1: the HTTP endpoints and handshake refusals.
+//! docs/PROTOCOL.md section 1: the HTTP endpoints and handshake refusals.
 
 use crate::support::*;
 

@@ -1,4 +1,4 @@
-//! Abuse limits (PROTOCOL.md section 8) at their edges, and `/metrics`:
+//! Abuse limits (docs/PROTOCOL.md section 8) at their edges, and `/metrics`:
 //! the connection rate, the message bucket with its warnings, kick and ban,
 //! the connection cap, and counters that move without naming anything.
 

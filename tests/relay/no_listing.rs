@@ -1,5 +1,5 @@
 //! No way to list channels or users beyond what the protocol gives
-//! (PROTOCOL.md sections 1 and 6): `total`, and announced members in
+//! (docs/PROTOCOL.md sections 1 and 6): `total`, and announced members in
 //! `users`.
 
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md sections 2 to 5 and 9 with real WebSocket clients.
+//! docs/PROTOCOL.md sections 2 to 5 and 9 with real WebSocket clients.
 //!
 //! "Does not receive" is proven with a fence, never a sleep: the channel's
 //! owner orders every message, so if a frame had been sent to a client it

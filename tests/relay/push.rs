@@ -1,4 +1,4 @@
-//! `POST /push/<channel>` (PROTOCOL.md section 7): every status, chunked
+//! `POST /push/<channel>` (docs/PROTOCOL.md section 7): every status, chunked
 //! bodies split over TCP segments, keep-alive, and delivery to members on
 //! both shards through the owner.
 

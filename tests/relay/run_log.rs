@@ -1,5 +1,5 @@
 //! The log of a whole test run, for the check that the relay logs no
-//! channel name, uid, key or payload at its default level (PROTOCOL.md
+//! channel name, uid, key or payload at its default level (docs/PROTOCOL.md
 //! section 8; `security::the_log_of_the_whole_test_run_names_nothing`).
 //!
 //! Once per test process, the first relay booted installs a tracing

@@ -1,5 +1,5 @@
 //! What the relay must never write down: no channel name, uid, key,
-//! payload or client address in its logs at the default level (PROTOCOL.md
+//! payload or client address in its logs at the default level (docs/PROTOCOL.md
 //! section 8). What it must never list is in `no_listing.rs`.
 //!
 //! The logs are checked twice. `the_log_names_nothing_from_a_scenario_that_
