@@ -15,8 +15,13 @@
 //! - `owner/join_leave/100`: a new connection opens, joins a channel of
 //!   100 (its own join event with the list, the others' event), leaves
 //!   (the leave event) and closes: presence, the owner's other half.
+//!
+//! Timings on a shared machine drift; for a same-run comparison of two
+//! builds that does not, `OWNER_CASE=publish/100 OWNER_ITERS=N` runs one
+//! case N times without criterion, to be counted in instructions:
+//! `valgrind --tool=callgrind` at N and at 0, the difference over N.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use itty_relay::access::Namespaces;
 use itty_relay::error::CloseReason;
 use itty_relay::http::JoinOptions;
@@ -110,5 +115,34 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs one case `iters` times, outside criterion (see the module doc).
+fn count(case: &str, iters: u64) {
+    let mut payload = b"{\"text\":\"".to_vec();
+    payload.resize(126, b'a');
+    payload.extend_from_slice(b"\"}");
+    let shard = shard();
+    let members = if case == "publish/1" { 1 } else { 100 };
+    let conns = channel_of(&shard, members);
+    let to = (case == "direct/100").then(|| conns[50].uid());
+    for _ in 0..iters {
+        match case {
+            "join_leave/100" => {
+                let conn = shard.open_conn(false);
+                shard.join(CHANNEL, &conn, &options(), keys());
+                shard.leave(&conn);
+                shard.close_conn(&conn, CloseReason::ClientClosed(None));
+            }
+            _ => shard.publish(&conns[0], to, black_box(&payload)),
+        }
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let (Ok(case), Ok(iters)) = (std::env::var("OWNER_CASE"), std::env::var("OWNER_ITERS")) {
+        return count(&case, iters.parse().expect("OWNER_ITERS is a number"));
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -139,14 +139,14 @@ impl Shard {
         keys: KeyCheck,
     ) {
         self.home.await_join(conn);
-        let request = JoinRequest {
+        let request = Box::new(JoinRequest {
             channel: channel.into(),
             conn: conn.id(),
             alias_json: options.alias.as_deref().map(envelope::alias_json),
             announce: options.announce,
             list: options.list,
             keys,
-        };
+        });
         self.send(self.router.channel_owner(channel), ShardMsg::Join(request));
         self.dispatch();
     }

@@ -9,8 +9,9 @@ use bytes::Bytes;
 /// A message from one shard to another (or to itself).
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Home to owner: add a member to a channel.
-    Join(JoinRequest),
+    /// Home to owner: add a member to a channel. Boxed: joins are rare
+    /// next to the messages, which should not move its bytes around.
+    Join(Box<JoinRequest>),
     /// Owner to home: the join is done; `frame` is the joiner's own join
     /// event, the first frame it receives.
     Joined {

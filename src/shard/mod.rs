@@ -82,7 +82,7 @@ pub struct Shard {
     /// Set while `dispatch` runs, so a nested call only queues.
     dispatching: Cell<bool>,
     /// The owner's effects buffer, reused between calls.
-    effects: Cell<Effects>,
+    effects: RefCell<Effects>,
     /// Where every connection's reads land (see `conn::session`): borrowed
     /// only between a read completing and its frames being handled.
     read_buffer: RefCell<Vec<u8>>,
@@ -112,7 +112,7 @@ impl Shard {
             metrics,
             inbox: RefCell::default(),
             dispatching: Cell::new(false),
-            effects: Cell::default(),
+            effects: RefCell::default(),
             read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
             validator: RefCell::default(),
         }
@@ -330,14 +330,14 @@ impl Shard {
     }
 
     /// Runs the owner with its effects buffer, then sends every effect,
-    /// after the owner's borrow has ended.
+    /// after the owner's borrow has ended (`send` only queues or forwards,
+    /// so the buffer's borrow is safe across it).
     fn with_owner(&self, f: impl FnOnce(&mut Owner, u64, &mut Effects)) {
-        let mut fx = self.effects.take();
+        let mut fx = self.effects.borrow_mut();
         f(&mut self.owner.borrow_mut(), envelope::now_ms(), &mut fx);
         for (to, msg) in fx.drain() {
             self.send(to, msg);
         }
-        self.effects.set(fx);
     }
 
     /// Handles this shard's queued messages, in order, until none is left.

@@ -106,7 +106,7 @@ impl Owner {
     /// Adds a member (or refuses its join key): the joiner's home gets
     /// `Joined` with its own event, every home with members the others'
     /// event. See `join.rs` for the whole handshake.
-    pub fn join(&mut self, request: JoinRequest, now_ms: u64, fx: &mut Effects) {
+    pub fn join(&mut self, request: Box<JoinRequest>, now_ms: u64, fx: &mut Effects) {
         let JoinRequest {
             channel,
             conn,
@@ -114,7 +114,7 @@ impl Owner {
             announce,
             list,
             keys,
-        } = request;
+        } = *request;
         let home = self.router.home_of(conn);
         let existing = self.registry.find(&channel).map(|(_, ch)| &ch.keys);
         let (may_send, keys_if_new) = match decide(existing, keys) {
@@ -157,7 +157,7 @@ impl Owner {
         );
         if total > 1 {
             let frame = envelope::join(announce.then_some(me), total, now_ms);
-            fan_out(fx, ch, token, &frame, Some(conn));
+            fan_out(fx, ch, token, frame, Some(conn));
         }
         self.counters().channels.set(self.registry.len() as u64);
     }
@@ -178,7 +178,7 @@ impl Owner {
         counters.messages_published.incr();
         let Some(uid) = publish.to else {
             let except = (!publish.echo).then_some(publish.from);
-            return fan_out(fx, ch, publish.token, &frame, except);
+            return fan_out(fx, ch, publish.token, frame, except);
         };
         let target = self.cipher.conn(&uid);
         let (conn, frame) = if ch.members.contains_key(&target) {
@@ -203,7 +203,7 @@ impl Owner {
                 self.metrics[self.router.here().index()]
                     .messages_published
                     .incr();
-                fan_out(fx, ch, token, &frame, None);
+                fan_out(fx, ch, token, frame, None);
                 ch.total() as u32
             }
         };
@@ -225,7 +225,7 @@ impl Owner {
         if let Some(ch) = after {
             let shown = member.announce.then(|| who(&member));
             let frame = envelope::leave(shown, ch.total(), now_ms);
-            fan_out(fx, ch, token, &frame, None);
+            fan_out(fx, ch, token, frame, None);
         }
         self.counters().channels.set(self.registry.len() as u64);
     }
@@ -240,24 +240,30 @@ fn who(member: &Member) -> Who<'_> {
 
 /// One `FanOut` per home shard with members: each delivers `frame` to its
 /// local members but `except` (a connection id matches on its own home
-/// shard only).
+/// shard only). The last home takes `frame` itself: one reference count
+/// update fewer per message.
 fn fan_out(
     fx: &mut Effects,
     ch: &Channel,
     token: ChannelToken,
-    frame: &Bytes,
+    frame: Bytes,
     except: Option<ConnId>,
 ) {
-    for home in ch.home_shards() {
-        let frame = frame.clone();
-        fx.send(
-            home,
-            ShardMsg::FanOut {
-                token,
-                frame,
-                except,
-            },
-        );
+    let mut homes = ch.home_shards().peekable();
+    while let Some(home) = homes.next() {
+        let frame = match homes.peek() {
+            Some(_) => frame.clone(),
+            None => return fx.send(home, fan_out_msg(token, frame, except)),
+        };
+        fx.send(home, fan_out_msg(token, frame, except));
+    }
+}
+
+fn fan_out_msg(token: ChannelToken, frame: Bytes, except: Option<ConnId>) -> ShardMsg {
+    ShardMsg::FanOut {
+        token,
+        frame,
+        except,
     }
 }
 
