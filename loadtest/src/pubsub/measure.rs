@@ -2,7 +2,14 @@
 //! executors' ticks into one progress line a second, and wait out the
 //! grace period.
 
-use super::*;
+use super::config::Config;
+use super::outcome::{Measured, Second, Setup};
+use super::state::{self, Shared, Tick, NS};
+use crate::sys;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// Starts publishing and follows the run: merges the executors' ticks into
 /// one progress line a second, then waits out the grace period (or until

@@ -2,10 +2,11 @@
 //! `spread` and `push`, and the driver that runs one (or a `--sweep` of
 //! them), prints the summary and writes the plot.
 
-use super::state::Channel;
+use super::config::{check_channel_name, fresh_channel_prefix, Common, Config, Traffic};
+use super::outcome::Second;
+use super::run::start;
+use super::state::{Channel, ConnSpec, Plan, PushSpec};
 use super::summary::{self, Summary};
-use super::{check_channel_name, fresh_channel_prefix, start, Common, Config, ConnSpec, Plan};
-use super::{PushSpec, Second, Traffic};
 use crate::plot::{self, Chart, Panel, Series, COLORS};
 use crate::report::Report;
 use crate::sweep::{self, Step, SweepArgs};

@@ -2,8 +2,9 @@
 //! shared ones, then what was measured, and notes when the generator itself
 //! may have been the limit.
 
-use super::state::SATURATED;
-use super::{Config, Outcome, RecvMode};
+use super::config::Config;
+use super::outcome::{format_failures, Outcome};
+use super::state::{RecvMode, SATURATED};
 use crate::report::{round3, Report};
 use crate::sys;
 use hdrhistogram::Histogram;
@@ -89,7 +90,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         format!(
             "{}{}",
             setup.failed,
-            super::format_failures(&setup.failures).replace("\n ", "")
+            format_failures(&setup.failures).replace("\n ", "")
         ),
     );
     r.add("upgrade_429_retries", setup.retried_429);
