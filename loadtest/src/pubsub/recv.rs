@@ -156,7 +156,6 @@ impl Receiver {
             return;
         }
         let shared = &*self.shared;
-        let t0 = shared.t0.load(Relaxed);
         let mut delivered = 0u64;
         let buf_len = self.buf.len();
         let mut st = self.stats.borrow_mut();
@@ -168,11 +167,7 @@ impl Receiver {
                 own: self.own,
                 member: self.role == Role::Member,
                 now: sys::now_ns(),
-                measured_from: if t0 == 0 {
-                    u64::MAX
-                } else {
-                    t0 + shared.warmup_ns
-                },
+                measured_from: shared.measured_from(),
                 delivered: &mut delivered,
             },
             joined: &mut self.joined,

@@ -117,6 +117,15 @@ pub struct Shared {
 pub struct Padded(pub AtomicU64);
 
 impl Shared {
+    /// Where latencies start counting: the end of the warm-up (never,
+    /// before publishing is scheduled).
+    pub fn measured_from(&self) -> u64 {
+        match self.t0.load(Relaxed) {
+            0 => u64::MAX,
+            t0 => t0 + self.warmup_ns,
+        }
+    }
+
     pub fn fail(&self, e: &SetupError) {
         self.failed.fetch_add(1, Relaxed);
         *self.failures.lock().unwrap().entry(e.label()).or_default() += 1;
