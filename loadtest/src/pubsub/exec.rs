@@ -80,10 +80,10 @@ pub fn join_all<T: Send + 'static>(handles: Vec<ExecutorJoinHandle<T>>) -> Vec<T
 enum Reading {
     /// A task of its own reads it through glommio (`--recv uring`).
     Task,
-    /// Into the executor's epoll set (`--recv epoll`). Connections only
-    /// reach the set: the executor owns it, so the sockets in it close when
-    /// the executor returns, even while a detached task still holds `Local`
-    /// (glommio never drops a task still pending when its executor ends).
+    /// Into the executor's epoll set (`--recv epoll`). Connection tasks
+    /// hold a `Weak`: the executor (and its pump, which it awaits) own the
+    /// set, so the sockets in it close when the executor returns, even if
+    /// a detached task is still pending then (glommio never drops those).
     Epoll(Weak<RefCell<EpollSet>>),
 }
 
