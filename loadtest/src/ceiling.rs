@@ -196,7 +196,7 @@ async fn serve(
     // blasting tasks leave this loop little time).
     let blasting_from: Rc<Cell<Option<(u64, u64)>>> = Rc::new(Cell::new(None));
     while !control.stop.load(Relaxed) {
-        let accepted = pubsub::exec_timed(Duration::from_millis(10), listener.accept()).await;
+        let accepted = pubsub::timed(Duration::from_millis(10), listener.accept()).await;
         if let Some(Ok(stream)) = accepted {
             let _ = stream.set_nodelay(true);
             let from = blasting_from.clone();

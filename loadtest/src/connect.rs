@@ -484,10 +484,9 @@ async fn worker(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, w: usize) {
 async fn attempt(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, k: u64, due: u64) {
     shared.in_flight.fetch_add(1, Relaxed);
     stats.borrow_mut().attempts += 1;
-    let result =
-        crate::pubsub::exec_timed(shared.attempt_timeout, connect_and_join(&shared, k, due))
-            .await
-            .unwrap_or(Err(SetupError::Timeout("attempt")));
+    let result = crate::pubsub::timed(shared.attempt_timeout, connect_and_join(&shared, k, due))
+        .await
+        .unwrap_or(Err(SetupError::Timeout("attempt")));
     let mut st = stats.borrow_mut();
     match result {
         Ok((stream, handshake_us)) => {

@@ -15,7 +15,7 @@
 //! `loadtest/peers/PROTOCOLS.md` has the byte-level details, as tested.
 //!
 //! The stamp is always the JSON array `[<publisher>,<seq>,<scheduled_ns>,"<pad>"]`
-//! (see `pubsub::exec::PayloadBuilder`); a protocol only says where in a
+//! (see `pubsub::schedule::PayloadBuilder`); a protocol only says where in a
 //! received message to look for it.
 
 mod nats;

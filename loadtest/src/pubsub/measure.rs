@@ -2,7 +2,14 @@
 //! executors' ticks into one progress line a second, and wait out the
 //! grace period.
 
-use super::*;
+use super::config::Config;
+use super::outcome::{Measured, Second, Setup};
+use super::state::{self, Shared, Tick, NS};
+use crate::sys;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// Starts publishing and follows the run: merges the executors' ticks into
 /// one progress line a second, then waits out the grace period (or until
@@ -13,7 +20,6 @@ pub(super) fn measure(
     setup: &Setup,
     ticks: mpsc::Receiver<Tick>,
 ) -> Measured {
-    let n_exec = setup.cpus.len();
     let relay_cpu = || cfg.relay_pid.and_then(|p| sys::pid_cpu_ns(p).ok());
     let mut m = Measured {
         delivered_at: BTreeMap::new(),
@@ -34,33 +40,16 @@ pub(super) fn measure(
     shared.t0.store(t0, Relaxed);
     let end = t0 + cfg.duration * NS;
     let grace_end = end + shared.grace_ns;
-    let mut pending: BTreeMap<u64, Vec<Tick>> = BTreeMap::new();
-    let mut relay_prev = m.relay_cpu_start;
-    let opened = (setup.members_joined + setup.publishers_joined) as u64;
+    let mut seconds = Seconds {
+        cfg,
+        setup,
+        pending: BTreeMap::new(),
+        relay_prev: m.relay_cpu_start,
+        opened: (setup.members_joined + setup.publishers_joined) as u64,
+    };
     loop {
         if let Ok(tick) = ticks.recv_timeout(Duration::from_millis(20)) {
-            let sec = tick.sec;
-            let group = pending.entry(sec).or_default();
-            group.push(tick);
-            if group.len() == n_exec {
-                let mut group = pending.remove(&sec).unwrap_or_default();
-                group.sort_by_key(|t| t.exec);
-                let relay_now = relay_cpu();
-                if sec == cfg.duration {
-                    m.relay_cpu_end_publishing = relay_now;
-                    m.proc_cpu_end_publishing = Some(sys::process_cpu_ns());
-                }
-                let delivered: u64 = group.iter().map(|t| t.delivered).sum();
-                let cpu_now: Vec<u64> = group.iter().map(|t| t.cpu_ns).collect();
-                if sec > 0 {
-                    let s = second(&m, &group, relay_now.zip(relay_prev), opened);
-                    progress_line(cfg, setup, &m, &s, &group);
-                    m.seconds.push(s);
-                }
-                relay_prev = relay_now;
-                m.delivered_at.insert(sec, delivered);
-                m.cpu_at.insert(sec, cpu_now);
-            }
+            seconds.add(&mut m, tick, relay_cpu);
         }
         let now = sys::now_ns();
         let next_sec = m.delivered_at.keys().next_back().map_or(0, |s| s + 1);
@@ -71,14 +60,11 @@ pub(super) fn measure(
                  (generator-side; figures from here on are suspect)"
             );
         }
-        if now >= end && m.delivered_at.contains_key(&cfg.duration) {
-            let publishing_over = shared.publishers_done.load(Relaxed) >= setup.publishers_joined;
-            let expected = shared.expected.load(Relaxed);
-            let received: u64 = shared.delivered.iter().map(|d| d.0.load(Relaxed)).sum();
-            let all_in = shared.plan.external_source || received >= expected;
-            if (publishing_over && all_in) || now >= grace_end {
-                break;
-            }
+        if now >= end
+            && m.delivered_at.contains_key(&cfg.duration)
+            && (all_delivered(shared, setup) || now >= grace_end)
+        {
+            break;
         }
         if now >= grace_end + 2 * NS {
             // A tick never came (an executor is stuck): end anyway.
@@ -90,6 +76,59 @@ pub(super) fn measure(
     m.proc_cpu_end = sys::process_cpu_ns();
     m.finished_s = sys::now_ns().saturating_sub(t0) as f64 / 1e9;
     m
+}
+
+/// Every publisher is done and every delivery it owed arrived (always
+/// true of deliveries from an external source: none are owed).
+fn all_delivered(shared: &Shared, setup: &Setup) -> bool {
+    let publishing_over = shared.publishers_done.load(Relaxed) >= setup.publishers_joined;
+    let expected = shared.expected.load(Relaxed);
+    let received: u64 = shared.delivered.iter().map(|d| d.0.load(Relaxed)).sum();
+    let all_in = shared.plan.external_source || received >= expected;
+    publishing_over && all_in
+}
+
+/// The seconds of the run as the executors' ticks come in.
+struct Seconds<'a> {
+    cfg: &'a Config,
+    setup: &'a Setup,
+    /// Ticks of seconds that not every executor has reported yet.
+    pending: BTreeMap<u64, Vec<Tick>>,
+    /// The relay's cpu at the previous complete second.
+    relay_prev: Option<u64>,
+    /// Connections open at the start.
+    opened: u64,
+}
+
+impl Seconds<'_> {
+    /// Takes one executor's tick; once every executor's tick of its second
+    /// is in, records the second and prints its progress line.
+    fn add(&mut self, m: &mut Measured, tick: Tick, relay_cpu: impl Fn() -> Option<u64>) {
+        let (cfg, n_exec) = (self.cfg, self.setup.cpus.len());
+        let sec = tick.sec;
+        let group = self.pending.entry(sec).or_default();
+        group.push(tick);
+        if group.len() != n_exec {
+            return;
+        }
+        let mut group = self.pending.remove(&sec).unwrap_or_default();
+        group.sort_by_key(|t| t.exec);
+        let relay_now = relay_cpu();
+        if sec == cfg.duration {
+            m.relay_cpu_end_publishing = relay_now;
+            m.proc_cpu_end_publishing = Some(sys::process_cpu_ns());
+        }
+        let delivered: u64 = group.iter().map(|t| t.delivered).sum();
+        let cpu_now: Vec<u64> = group.iter().map(|t| t.cpu_ns).collect();
+        if sec > 0 {
+            let s = second(m, &group, relay_now.zip(self.relay_prev), self.opened);
+            progress_line(cfg, self.setup, m, &s, &group);
+            m.seconds.push(s);
+        }
+        self.relay_prev = relay_now;
+        m.delivered_at.insert(sec, delivered);
+        m.cpu_at.insert(sec, cpu_now);
+    }
 }
 
 /// The figures of one second from every executor's tick.

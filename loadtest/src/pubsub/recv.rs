@@ -1,184 +1,38 @@
 //! The receive side of a connection: a 64 KiB buffer and a walk over the
 //! frame headers in it, read either through glommio (io_uring poll, then
-//! recv) or, for members in `--recv epoll` mode, by one pump per executor.
+//! recv; `Receiver::run`) or, for members in `--recv epoll` mode, by the
+//! executor's epoll pump (`epoll.rs`, through `recv_now`).
+//!
+//! A `Receiver` holds only what it writes to (the run's `Shared`, its
+//! executor's counters), not the executor's `Local`: whoever owns it (the
+//! epoll set, a reader task) keeps nothing else of the executor alive, and
+//! nothing it holds leads back to its owner.
 
-use super::exec::{Reader, Writer};
+use super::local::Local;
 use super::state::*;
-use crate::proto::{Framing, Incoming, NatsOp, NatsStream};
+use crate::proto::{Framing, Incoming, NatsOp, NatsStream, Wire};
 use crate::sys;
 use crate::ws;
+use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::timer::sleep;
+use glommio::net::TcpStream;
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::Arc;
 
-/// `--recv epoll`: after the join, member sockets leave glommio's io_uring
-/// and are read by one pump per executor that polls an epoll set without
-/// blocking. Nobody ever sleeps on these sockets, so the relay's sends wake
-/// no one: no wake-up IPI, no io_uring task work, per delivery.
-pub struct EpollSet {
-    pub epfd: RawFd,
-    pub slots: Vec<Option<Slot>>,
-}
-
-pub struct Slot {
-    pub fd: RawFd,
-    pub rx: Receiver,
-    /// Keeps the socket open (glommio owns the fd).
-    pub _halves: (Reader, Option<Writer>),
-}
-
-impl EpollSet {
-    pub fn new() -> std::io::Result<EpollSet> {
-        // SAFETY: plain syscall.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(EpollSet {
-            epfd,
-            slots: Vec::new(),
-        })
-    }
-
-    pub fn add(&mut self, rx: Receiver, reader: Reader, writer: Option<Writer>) {
-        let fd = rx.fd;
-        let idx = self.slots.len();
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: idx as u64,
-        };
-        // SAFETY: epfd and fd are open; ev is valid.
-        if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-            rx.record_disconnect(&format!("epoll_ctl: {}", std::io::Error::last_os_error()));
-            return;
-        }
-        self.slots.push(Some(Slot {
-            fd,
-            rx,
-            _halves: (reader, writer),
-        }));
-    }
-
-    pub fn remove(&mut self, idx: usize) {
-        if let Some(slot) = self.slots[idx].take() {
-            // SAFETY: as above; a null event is allowed for DEL.
-            unsafe {
-                libc::epoll_ctl(
-                    self.epfd,
-                    libc::EPOLL_CTL_DEL,
-                    slot.fd,
-                    std::ptr::null_mut(),
-                )
-            };
-        }
-    }
-}
-
-impl EpollSet {
-    /// One recv on each socket epoll found readable, and the frames walked;
-    /// returns the reads that carried data.
-    pub fn read_ready(&mut self, events: &[libc::epoll_event]) -> u64 {
-        let mut reads = 0u64;
-        for ev in events {
-            let idx = ev.u64 as usize;
-            let Some(slot) = self.slots.get_mut(idx).and_then(|s| s.as_mut()) else {
-                continue;
-            };
-            let fd = slot.fd;
-            let end = match slot.rx.recv_now(fd) {
-                Ok(None) => None,
-                Ok(Some(0)) => Some("eof".to_owned()),
-                Ok(Some(_)) => {
-                    reads += (slot.rx.role == Role::Member) as u64;
-                    slot.rx.process();
-                    if !slot.rx.pong.is_empty() {
-                        // Rare (a ping after 30 s of client silence): one
-                        // best-effort non-blocking send.
-                        // SAFETY: pong is valid memory of its length.
-                        unsafe {
-                            libc::send(
-                                fd,
-                                slot.rx.pong.as_ptr().cast(),
-                                slot.rx.pong.len(),
-                                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                            )
-                        };
-                        slot.rx.pong.clear();
-                    }
-                    slot.rx.closed.take()
-                }
-                Err(e) => Some(format!("read: {e}")),
-            };
-            if let Some(why) = end {
-                slot.rx.record_disconnect(&why);
-                self.remove(idx);
-            }
-        }
-        reads
-    }
-}
-
-impl Drop for EpollSet {
-    fn drop(&mut self) {
-        // SAFETY: epfd is ours.
-        unsafe { libc::close(self.epfd) };
-    }
-}
-
-/// How long the pump sleeps when its epoll set has nothing ready: the
-/// receive side's added latency, at most, while traffic flows.
-pub const EPOLL_IDLE: Duration = Duration::from_micros(50);
-/// The pause after a round that read data: long enough that the timer is
-/// not already due when first polled, so the pump really yields.
-pub const EPOLL_ROUND_YIELD: Duration = Duration::from_micros(5);
-/// Empty polls in a row after which the pump blocks instead (in glommio's
-/// helper thread, pinned to the same cpu), so an idle generator sleeps.
-pub const EPOLL_SPINS: u32 = 8;
-
-pub async fn epoll_pump(local: Rc<Local>) {
-    let Some(set) = &local.epoll else { return };
-    let epfd = set.borrow().epfd;
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut empty = 0u32;
-    while !local.shared.stop.load(Relaxed) {
-        // SAFETY: events is valid for its length; timeout 0 never blocks.
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 0) };
-        if n <= 0 {
-            empty += 1;
-            if empty < EPOLL_SPINS {
-                sleep(EPOLL_IDLE).await;
-            } else {
-                // Idle: wait for the first readable socket (level-triggered,
-                // so the pump's next poll still sees it), at most 20 ms.
-                empty = 0;
-                glommio::executor()
-                    .spawn_blocking(move || {
-                        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-                        // SAFETY: ev is valid; epfd outlives the run.
-                        unsafe { libc::epoll_wait(epfd, &mut ev, 1, 20) };
-                    })
-                    .await;
-            }
-            continue;
-        }
-        empty = 0;
-        let reads = set.borrow_mut().read_ready(&events[..n as usize]);
-        local.stats.borrow_mut().reads += reads;
-        // Through the reactor once per round, so timers (publishers, ticks)
-        // and other I/O keep their turn. (A zero sleep would not do: glommio
-        // completes an expired timer without yielding, and under constant
-        // traffic the pump then starves every other task of the executor.)
-        sleep(EPOLL_ROUND_YIELD).await;
-    }
-}
+pub type Reader = ReadHalf<TcpStream>;
+pub type Writer = WriteHalf<TcpStream>;
 
 /// A connection's receive side: a 64 KiB buffer and a walk over the frame
 /// headers in it.
 pub struct Receiver {
-    pub local: Rc<Local>,
+    pub shared: Arc<Shared>,
+    /// Its executor: where its deliveries are counted in `Shared`.
+    pub exec: usize,
+    /// Its executor's counters.
+    pub stats: Rc<RefCell<ExecStats>>,
     pub role: Role,
     pub fd: RawFd,
     pub buf: Box<[u8]>,
@@ -205,8 +59,10 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// The receive side of socket `fd`, a connection of executor `local`
+    /// on `channel`; `own` is its own publisher id, if it publishes.
     pub fn new(
-        local: Rc<Local>,
+        local: &Local,
         role: Role,
         fd: RawFd,
         channel: &Channel,
@@ -220,7 +76,9 @@ impl Receiver {
             0
         };
         Receiver {
-            local,
+            shared: local.shared.clone(),
+            exec: local.exec,
+            stats: local.stats.clone(),
             role,
             fd,
             buf: vec![0u8; buf_bytes].into_boxed_slice(),
@@ -282,16 +140,12 @@ impl Receiver {
         Ok(Some(n as usize))
     }
 
+    /// Counts the connection's end, unless the run is over (then every
+    /// connection ends, and none of it is news).
     pub fn record_disconnect(&self, why: &str) {
-        if !self.local.shared.stop.load(Relaxed) {
+        if !self.shared.stop.load(Relaxed) {
             let key = format!("{}: {why}", self.role.name());
-            *self
-                .local
-                .stats
-                .borrow_mut()
-                .disconnects
-                .entry(key)
-                .or_default() += 1;
+            self.stats.borrow_mut().disconnect(key);
         }
     }
 
@@ -301,45 +155,32 @@ impl Receiver {
         if self.closed.is_some() {
             return;
         }
-        let shared = &self.local.shared;
-        let now = sys::now_ns();
-        let t0 = shared.t0.load(Relaxed);
-        let measured_from = if t0 == 0 {
-            u64::MAX
-        } else {
-            t0 + shared.warmup_ns
-        };
-        let payload_len = shared.payload_bytes;
-        let wire = shared.wire;
+        let shared = &*self.shared;
         let mut delivered = 0u64;
         let buf_len = self.buf.len();
-        let mut st = self.local.stats.borrow_mut();
-        let mut acct = Acct {
-            st: &mut st,
-            next_seq: &mut self.next_seq,
-            pub_base: self.pub_base,
-            own: self.own,
-            member: self.role == Role::Member,
-            now,
-            measured_from,
-            delivered: &mut delivered,
+        let mut st = self.stats.borrow_mut();
+        let mut walk = Walk {
+            acct: Acct {
+                st: &mut st,
+                next_seq: &mut self.next_seq,
+                pub_base: self.pub_base,
+                own: self.own,
+                member: self.role == Role::Member,
+                now: sys::now_ns(),
+                measured_from: shared.measured_from(),
+                delivered: &mut delivered,
+            },
+            joined: &mut self.joined,
+            pong: &mut self.pong,
+            wire: shared.wire,
+            payload_len: shared.payload_bytes,
         };
         if self.skip > 0 {
             let n = self.skip.min(self.filled - self.start);
             if self.stream_left > 0 {
                 // The rest of an oversized stream frame: its bytes go on.
                 if let Some(stream) = self.stream.as_mut() {
-                    let data = &self.buf[self.start..self.start + n];
-                    stream.feed(data, &mut |op| {
-                        nats_op(
-                            op,
-                            &mut acct,
-                            &mut self.joined,
-                            &mut self.pong,
-                            wire,
-                            payload_len,
-                        )
-                    });
+                    walk.stream_bytes(stream, &self.buf[self.start..self.start + n]);
                 }
                 self.stream_left -= n;
             }
@@ -363,52 +204,17 @@ impl Receiver {
                     *b ^= key[i & 3];
                 }
             }
-            let payload = &*payload;
-            match h.opcode {
-                ws::OP_TEXT | ws::OP_BINARY => {
-                    if let Some(stream) = self.stream.as_mut() {
-                        stream.feed(payload, &mut |op| {
-                            nats_op(
-                                op,
-                                &mut acct,
-                                &mut self.joined,
-                                &mut self.pong,
-                                wire,
-                                payload_len,
-                            )
-                        });
-                        if partial {
-                            self.stream_left = total - avail.len();
-                        }
-                    } else if let Incoming::Event { own_join } = wire.classify(payload) {
-                        acct.st.events += 1;
-                        self.joined |= own_join;
-                    } else {
-                        let stamp = if partial {
-                            None
-                        } else {
-                            wire.find_stamp(payload, payload_len)
-                        };
-                        acct.message(stamp);
-                    }
-                }
-                ws::OP_PING if !partial => {
-                    ws::client_frame(ws::OP_PONG, payload, &mut self.pong);
-                }
-                ws::OP_CLOSE => {
-                    let code = if payload.len() >= 2 {
-                        u16::from_be_bytes([payload[0], payload[1]]).to_string()
-                    } else {
-                        "without code".to_owned()
-                    };
-                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
-                    self.closed = Some(format!("close {code} {reason}").trim().to_owned());
-                    break;
-                }
-                ws::OP_PONG => {}
-                _ => acct.st.other_frames += 1, // continuation: none expected
+            let stream = self.stream.as_mut();
+            let streamed = stream.is_some() && matches!(h.opcode, ws::OP_TEXT | ws::OP_BINARY);
+            if let Some(why) = walk.frame(h.opcode, payload, partial, stream) {
+                self.closed = Some(why);
+                break;
             }
             if partial {
+                if streamed {
+                    // The rest of the frame goes on to the stream too.
+                    self.stream_left = total - avail.len();
+                }
                 self.skip = total - avail.len();
                 self.start = self.filled;
                 break;
@@ -417,9 +223,7 @@ impl Receiver {
         }
         if delivered > 0 {
             st.delivered += delivered;
-            shared.delivered[self.local.exec]
-                .0
-                .fetch_add(delivered, Relaxed);
+            shared.delivered[self.exec].0.fetch_add(delivered, Relaxed);
         }
     }
 
@@ -443,7 +247,7 @@ impl Receiver {
                 Ok(0) => break "eof".to_owned(),
                 Ok(_) => {
                     if self.role == Role::Member {
-                        self.local.stats.borrow_mut().reads += 1;
+                        self.stats.borrow_mut().reads += 1;
                     }
                 }
                 Err(e) => break format!("read: {e}"),
@@ -507,36 +311,94 @@ impl Acct<'_> {
     }
 }
 
-/// One NATS operation from the server: a `MSG` is a message, `PONG` the
-/// join (every command sent before our `PING` is in effect), `PING` is
-/// answered, the rest counted.
-#[inline]
-fn nats_op(
-    op: NatsOp<'_>,
-    acct: &mut Acct<'_>,
-    joined: &mut bool,
-    pong: &mut Vec<u8>,
-    wire: &dyn crate::proto::Wire,
+/// One walk over a connection's buffer: where the frames it finds go.
+struct Walk<'a> {
+    acct: Acct<'a>,
+    /// The connection's own join event (or NATS `PONG`) arrived.
+    joined: &'a mut bool,
+    /// Pongs to send.
+    pong: &'a mut Vec<u8>,
+    wire: &'static dyn Wire,
     payload_len: usize,
-) {
-    match op {
-        NatsOp::Msg(p) => acct.message(wire.find_stamp(p, payload_len)),
-        NatsOp::Pong => {
-            *joined = true;
-            acct.st.events += 1;
+}
+
+impl Walk<'_> {
+    /// One frame (`partial`: only its start is in the buffer, the rest is
+    /// skipped); `stream` is the connection's NATS byte stream, if its
+    /// data frames carry one. Returns the reason when it is a close.
+    #[inline]
+    fn frame(
+        &mut self,
+        opcode: u8,
+        payload: &[u8],
+        partial: bool,
+        stream: Option<&mut NatsStream>,
+    ) -> Option<String> {
+        match opcode {
+            ws::OP_TEXT | ws::OP_BINARY => {
+                if let Some(stream) = stream {
+                    self.stream_bytes(stream, payload);
+                } else if let Incoming::Event { own_join } = self.wire.classify(payload) {
+                    self.acct.st.events += 1;
+                    *self.joined |= own_join;
+                } else {
+                    let stamp = if partial {
+                        None
+                    } else {
+                        self.wire.find_stamp(payload, self.payload_len)
+                    };
+                    self.acct.message(stamp);
+                }
+            }
+            ws::OP_PING if !partial => {
+                ws::client_frame(ws::OP_PONG, payload, self.pong);
+            }
+            ws::OP_CLOSE => {
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]]).to_string()
+                } else {
+                    "without code".to_owned()
+                };
+                let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]));
+                return Some(format!("close {code} {reason}").trim().to_owned());
+            }
+            ws::OP_PONG => {}
+            _ => self.acct.st.other_frames += 1, // continuation: none expected
         }
-        NatsOp::Ping => {
-            ws::client_frame(ws::OP_BINARY, b"PONG\r\n", pong);
-            acct.st.events += 1;
-        }
-        NatsOp::Other(_) => acct.st.events += 1,
-        NatsOp::Err(line) => {
-            acct.st.events += 1;
-            *acct
-                .st
-                .server_errors
-                .entry(String::from_utf8_lossy(line).into_owned())
-                .or_default() += 1;
+        None
+    }
+
+    /// Bytes of a NATS stream, as the server operations they complete.
+    #[inline]
+    fn stream_bytes(&mut self, stream: &mut NatsStream, data: &[u8]) {
+        stream.feed(data, &mut |op| self.nats_op(op));
+    }
+
+    /// One NATS operation from the server: a `MSG` is a message, `PONG` the
+    /// join (every command sent before our `PING` is in effect), `PING` is
+    /// answered, the rest counted.
+    #[inline]
+    fn nats_op(&mut self, op: NatsOp<'_>) {
+        let acct = &mut self.acct;
+        match op {
+            NatsOp::Msg(p) => acct.message(self.wire.find_stamp(p, self.payload_len)),
+            NatsOp::Pong => {
+                *self.joined = true;
+                acct.st.events += 1;
+            }
+            NatsOp::Ping => {
+                ws::client_frame(ws::OP_BINARY, b"PONG\r\n", self.pong);
+                acct.st.events += 1;
+            }
+            NatsOp::Other(_) => acct.st.events += 1,
+            NatsOp::Err(line) => {
+                acct.st.events += 1;
+                *acct
+                    .st
+                    .server_errors
+                    .entry(String::from_utf8_lossy(line).into_owned())
+                    .or_default() += 1;
+            }
         }
     }
 }

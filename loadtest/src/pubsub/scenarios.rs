@@ -2,11 +2,12 @@
 //! `spread` and `push`, and the driver that runs one (or a `--sweep` of
 //! them), prints the summary and writes the plot.
 
-use super::state::Channel;
+use super::config::{check_channel_name, fresh_channel_prefix, Common, Config, Traffic};
+use super::outcome::Second;
+use super::run::start;
+use super::state::{Channel, ConnSpec, Plan, PushSpec};
 use super::summary::{self, Summary};
-use super::{check_channel_name, fresh_channel_prefix, start, Common, Config, ConnSpec, Plan};
-use super::{PushSpec, Second, Traffic};
-use crate::plot::{self, Chart, Panel, Series, COLORS};
+use crate::plot;
 use crate::report::Report;
 use crate::sweep::{self, Step, SweepArgs};
 
@@ -405,6 +406,7 @@ fn run_once(s: &Scenario, knob: f64, prefix: &str) -> anyhow::Result<(Summary, V
     Ok((summary, outcome.measured.seconds))
 }
 
+/// Runs the scenario once and prints its summary, or `--sweep`s its knob.
 fn drive(s: Scenario) -> anyhow::Result<()> {
     s.sweep.validate()?;
     let prefix = fresh_channel_prefix(s.name);
@@ -413,31 +415,48 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
         summary::print(&summary, s.common.json);
         if let Some(path) = &s.common.plot {
             let title = format!("itty-loadtest {} at {} {}", s.name, s.rate, s.rate_name);
-            plot::write(path, &pubsub_chart(title, &[(0.0, String::new(), seconds)]));
+            plot::write(
+                path,
+                &summary::pubsub_chart(title, &[(0.0, String::new(), seconds)]),
+            );
         }
         return Ok(());
     }
-    let mut steps: Vec<Step> = Vec::new();
-    let mut series: Vec<(f64, String, Vec<Second>)> = Vec::new();
+    let swept = sweep_steps(&s, &prefix)?;
+    print_sweep(&s, &swept);
+    Ok(())
+}
+
+/// What a sweep's steps saw.
+struct Swept {
+    steps: Vec<Step>,
+    /// Each step's seconds, at its offset on the plot's time axis, with
+    /// its knob value as the label.
+    series: Vec<(f64, String, Vec<Second>)>,
+    /// Each step's notes, printed once at the end.
+    notes: std::collections::BTreeSet<String>,
+    last_report: Option<Report>,
+}
+
+/// Runs a sweep's steps, each at the knob value `sweep::next_rate` picks
+/// after the steps before it, until it picks none.
+fn sweep_steps(s: &Scenario, prefix: &str) -> anyhow::Result<Swept> {
+    let mut swept = Swept {
+        steps: Vec::new(),
+        series: Vec::new(),
+        notes: std::collections::BTreeSet::new(),
+        last_report: None,
+    };
     let mut offset = 0.0;
-    let mut last_report;
-    // Each step's notes, printed once at the end.
-    let mut step_notes = std::collections::BTreeSet::new();
     let mut knob = s.rate;
     loop {
-        eprintln!(
-            "--- sweep step {}: {} {}",
-            steps.len() + 1,
-            knob,
-            s.rate_name
-        );
-        let step_prefix = format!("{prefix}-s{}", steps.len() + 1);
-        let (summary, seconds) = run_once(&s, knob, &step_prefix)?;
+        let n = swept.steps.len() + 1;
+        eprintln!("--- sweep step {n}: {knob} {}", s.rate_name);
+        let step_prefix = format!("{prefix}-s{n}");
+        let (summary, seconds) = run_once(s, knob, &step_prefix)?;
         let (held, why) = sweep::verdict(&summary.key, s.sweep.p99_max_ms);
         eprintln!(
-            "--- step {}: {} {} -> deliveries/s {}, p99 {} ms: {}",
-            steps.len() + 1,
-            knob,
+            "--- step {n}: {knob} {} -> deliveries/s {}, p99 {} ms: {}",
             s.rate_name,
             summary
                 .key
@@ -451,26 +470,32 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
             }
         );
         let len = seconds.last().map_or(0.0, |x| x.sec as f64);
-        series.push((offset, format!("{}", crate::report::round3(knob)), seconds));
+        let label = format!("{}", crate::report::round3(knob));
+        swept.series.push((offset, label, seconds));
         offset += len + 1.0;
-        steps.push(Step {
+        swept.steps.push(Step {
             rate: knob,
             key: summary.key.clone(),
             held,
             why,
         });
-        for note in &summary.notes {
-            step_notes.insert(note.clone());
-        }
-        last_report = Some(summary.report);
-        match sweep::next_rate(&steps, s.sweep) {
+        swept.notes.extend(summary.notes.iter().cloned());
+        swept.last_report = Some(summary.report);
+        match sweep::next_rate(&swept.steps, s.sweep) {
             Some(next) => knob = next,
             None => break,
         }
         // Let the relay close the previous step's connections.
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    let best = sweep::best(&steps);
+    Ok(swept)
+}
+
+/// Prints a sweep: the steps and the best rate (a table, or one JSON
+/// object with the last step's whole summary), its notes, and the plot.
+fn print_sweep(s: &Scenario, swept: &Swept) {
+    let steps = &swept.steps;
+    let best = sweep::best(steps);
     let mut r = Report::new();
     r.add("scenario", s.name);
     r.add("sweep_p99_max_ms", s.sweep.p99_max_ms);
@@ -493,8 +518,8 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
     if s.common.json {
         let mut json: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&r.to_json()).unwrap_or_default();
-        json.insert("steps_detail".into(), sweep::steps_json(&steps));
-        if let Some(last) = last_report {
+        json.insert("steps_detail".into(), sweep::steps_json(steps));
+        if let Some(last) = &swept.last_report {
             json.insert(
                 "last_step".into(),
                 serde_json::from_str(&last.to_json()).unwrap_or_default(),
@@ -502,11 +527,11 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
         }
         println!("{}", serde_json::Value::Object(json));
     } else {
-        print!("{}", sweep::table(&steps, s.rate_name));
+        print!("{}", sweep::table(steps, s.rate_name));
         println!();
         print!("{}", r.to_text());
     }
-    for note in &step_notes {
+    for note in &swept.notes {
         eprintln!("NOTE (some step): {note}");
     }
     match best {
@@ -524,58 +549,7 @@ fn drive(s: Scenario) -> anyhow::Result<()> {
             "itty-loadtest {} --sweep (p99 bound {} ms)",
             s.name, s.sweep.p99_max_ms
         );
-        plot::write(path, &pubsub_chart(title, &series));
-    }
-    Ok(())
-}
-
-/// Deliveries/s and latency per second; runs placed one after the other
-/// (`(x offset, marker label, seconds)`).
-pub fn pubsub_chart(title: String, runs: &[(f64, String, Vec<Second>)]) -> Chart {
-    let pts = |f: &dyn Fn(&Second) -> f64| -> Vec<(f64, f64)> {
-        runs.iter()
-            .flat_map(|(off, _, secs)| {
-                let line = secs.iter().map(move |s| (off + s.sec as f64, f(s)));
-                line.chain(std::iter::once((*off, f64::NAN)))
-            })
-            .collect()
-    };
-    let series = |name: &str, color, f: &dyn Fn(&Second) -> f64| Series {
-        name: name.to_owned(),
-        color,
-        points: pts(f),
-    };
-    Chart {
-        title,
-        x_label: "seconds since publishing started".into(),
-        panels: vec![
-            Panel {
-                y_label: "deliveries per second".into(),
-                series: vec![series("deliveries/s", COLORS[0], &|s| s.deliveries as f64)],
-            },
-            Panel {
-                y_label: "latency ms (of deliveries in that second)".into(),
-                series: vec![
-                    series("p50", COLORS[2], &|s| s.p50_ms),
-                    series("p99", COLORS[0], &|s| s.p99_ms),
-                    series("max", COLORS[1], &|s| s.max_ms),
-                ],
-            },
-            Panel {
-                y_label: "cpu busy % (generator avg, relay)".into(),
-                series: vec![
-                    series("generator", COLORS[3], &|s| s.gen_util * 100.0),
-                    series("relay", COLORS[1], &|s| {
-                        s.relay_util.map_or(f64::NAN, |u| u * 100.0)
-                    }),
-                ],
-            },
-        ],
-        markers: runs
-            .iter()
-            .filter(|(_, l, _)| !l.is_empty())
-            .map(|(off, l, _)| (*off, l.clone()))
-            .collect(),
+        plot::write(path, &summary::pubsub_chart(title, &swept.series));
     }
 }
 

@@ -1,18 +1,13 @@
 //! What the executors and the main thread share, and each executor's own
-//! counters.
+//! counters: plain data and atomics, no executor and no I/O.
 
-use super::recv::EpollSet;
-pub use super::RecvMode;
 use crate::net::SourceIps;
 use crate::proto::Wire;
 use crate::ws::{SetupError, Target};
-use glommio::sync::Semaphore;
 use hdrhistogram::Histogram;
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Read buffer per connection: one read carries many frames.
@@ -29,6 +24,14 @@ pub const NS: u64 = 1_000_000_000;
 /// The first sequence number of an external source (`ceiling`): fixed-width
 /// (12 digits) so that its frames are patched in place, not formatted.
 pub const EXTERNAL_SEQ_BASE: u64 = 100_000_000_000;
+
+/// How receivers read after their join (`--recv`): through glommio
+/// (`Uring`), or by one epoll pump per executor (`Epoll`, see `epoll.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecvMode {
+    Uring,
+    Epoll,
+}
 
 /// One channel of the plan.
 pub struct Channel {
@@ -114,6 +117,15 @@ pub struct Shared {
 pub struct Padded(pub AtomicU64);
 
 impl Shared {
+    /// Where latencies start counting: the end of the warm-up (never,
+    /// before publishing is scheduled).
+    pub fn measured_from(&self) -> u64 {
+        match self.t0.load(Relaxed) {
+            0 => u64::MAX,
+            t0 => t0 + self.warmup_ns,
+        }
+    }
+
     pub fn fail(&self, e: &SetupError) {
         self.failed.fetch_add(1, Relaxed);
         *self.failures.lock().unwrap().entry(e.label()).or_default() += 1;
@@ -197,6 +209,11 @@ impl ExecStats {
         let _ = self.push_latency.add(&s.push_latency);
     }
 
+    /// Counts one connection that ended during the run, by reason.
+    pub fn disconnect(&mut self, why: String) {
+        *self.disconnects.entry(why).or_default() += 1;
+    }
+
     /// Connections that ended during the run.
     pub fn disconnected(&self) -> u64 {
         self.disconnects.values().sum()
@@ -237,17 +254,6 @@ pub struct Tick {
     pub tick: Histogram<u64>,
     pub cpu_ns: u64,
     pub disconnected: u64,
-}
-
-/// Per-executor state shared by its tasks (single-threaded).
-pub struct Local {
-    pub shared: Arc<Shared>,
-    pub exec: usize,
-    pub stats: RefCell<ExecStats>,
-    pub connect: Rc<Semaphore>,
-    pub settled: Cell<usize>,
-    /// `--recv epoll`: the members' sockets after their join.
-    pub epoll: Option<RefCell<EpollSet>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,11 @@
 //! The final summary of a pub/sub run: the scenario's parameters, the
 //! shared ones, then what was measured, and notes when the generator itself
-//! may have been the limit.
+//! may have been the limit; and its plot (`--plot`).
 
-use super::state::SATURATED;
-use super::{Config, Outcome, RecvMode};
+use super::config::Config;
+use super::outcome::{format_failures, Outcome, Second};
+use super::state::{ExecStats, RecvMode, SATURATED};
+use crate::plot::{Chart, Panel, Series, COLORS};
 use crate::report::{round3, Report};
 use crate::sys;
 use hdrhistogram::Histogram;
@@ -63,14 +65,55 @@ pub fn add_common_params(r: &mut Report, cfg: &Config) {
 /// Builds the summary; `r` already holds the scenario's parameters.
 pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
     let (setup, m, total) = (&o.setup, &o.measured, &o.total);
-    let mut notes = Vec::new();
-    let cpus = &setup.cpus;
+    add_run_params(&mut r, cfg, o);
+    let (lost, disconnects) = add_counts(&mut r, o);
+    if o.push {
+        add_push(&mut r, total);
+    }
+    let per_s = add_throughput_and_latency(&mut r, cfg, o);
+    add_relay_metrics(&mut r, o);
+    let gen = add_generator_cpu(&mut r, cfg, o);
+    let stalled = m.stalled || !o.complete;
+    r.add("generator_stalled", stalled);
+    let relay = add_relay_cpu(&mut r, cfg, o);
+    r.add("finished_after_s", round3(m.finished_s));
+    r.add(
+        "generator_cpu_s_total",
+        round3((m.proc_cpu_end - m.proc_cpu_start) as f64 / 1e9),
+    );
+    r.add("load_avg_after", opt(sys::loadavg()));
+    let key = KeyFigures {
+        deliveries_per_s: per_s,
+        p50_ms: ms(&total.latency, 0.5),
+        p99_ms: ms(&total.latency, 0.99),
+        lost: if o.external_source { 0 } else { lost },
+        expected: total.expected,
+        gaps: total.gaps,
+        reorders: total.reorders,
+        unsent: total.unsent,
+        disconnects,
+        failed: setup.failed,
+        gen_util: gen.util_avg,
+        saturated: gen.saturated,
+        stalled,
+        relay_cpu_s_per_million: relay.per_million,
+        relay_util: relay.util.map(round3),
+    };
+    Summary {
+        report: r,
+        notes: notes(o, &key),
+        key,
+    }
+}
+
+/// The run's own parameters, then the shared ones.
+fn add_run_params(r: &mut Report, cfg: &Config, o: &Outcome) {
     r.add("rate_msgs_per_s", cfg.rate);
     r.add("payload_bytes", cfg.payload_bytes);
     r.add("duration_s", cfg.duration);
     r.add("warmup_s", cfg.warmup);
     r.add("grace_s", cfg.grace);
-    add_common_params(&mut r, cfg);
+    add_common_params(r, cfg);
     r.add(
         "recv",
         match cfg.recv {
@@ -78,9 +121,12 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
             RecvMode::Epoll => "epoll",
         },
     );
-    r.add("load_avg_before", opt(setup.load_before.clone()));
+    r.add("load_avg_before", opt(o.setup.load_before.clone()));
+}
 
-    // Setup and counts.
+/// The setup and the counts; returns (lost, disconnects).
+fn add_counts(r: &mut Report, o: &Outcome) -> (i64, u64) {
+    let (setup, total) = (&o.setup, &o.total);
     r.add("members_joined", setup.members_joined);
     r.add("publishers_joined", setup.publishers_joined);
     r.add_with_text(
@@ -89,7 +135,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         format!(
             "{}{}",
             setup.failed,
-            super::format_failures(&setup.failures).replace("\n ", "")
+            format_failures(&setup.failures).replace("\n ", "")
         ),
     );
     r.add("upgrade_429_retries", setup.retried_429);
@@ -142,33 +188,40 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         "deliveries_per_read",
         opt((total.reads > 0).then(|| round3(total.delivered as f64 / total.reads as f64))),
     );
-    if o.push {
-        let statuses: Vec<String> = total
-            .push_status
-            .iter()
-            .map(|(k, v)| format!("{v} x {k}"))
-            .collect();
-        let json_status: serde_json::Map<String, Value> = total
-            .push_status
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        r.add_with_text(
-            "push_responses",
-            Value::Object(json_status),
-            if statuses.is_empty() {
-                "none".to_owned()
-            } else {
-                statuses.join(", ")
-            },
-        );
-        r.add("push_recipients_reported", total.push_recipients);
-        r.add("push_response_ms_p50", opt(ms(&total.push_latency, 0.5)));
-        r.add("push_response_ms_p99", opt(ms(&total.push_latency, 0.99)));
-        r.add("push_response_ms_max", opt(ms(&total.push_latency, 1.0)));
-    }
+    (lost, disconnects)
+}
 
-    // Throughput over the measured window, latency after the warm-up.
+/// `push`: responses by status, recipients reported, response latency.
+fn add_push(r: &mut Report, total: &ExecStats) {
+    let statuses: Vec<String> = total
+        .push_status
+        .iter()
+        .map(|(k, v)| format!("{v} x {k}"))
+        .collect();
+    let json_status: serde_json::Map<String, Value> = total
+        .push_status
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    r.add_with_text(
+        "push_responses",
+        Value::Object(json_status),
+        if statuses.is_empty() {
+            "none".to_owned()
+        } else {
+            statuses.join(", ")
+        },
+    );
+    r.add("push_recipients_reported", total.push_recipients);
+    r.add("push_response_ms_p50", opt(ms(&total.push_latency, 0.5)));
+    r.add("push_response_ms_p99", opt(ms(&total.push_latency, 0.99)));
+    r.add("push_response_ms_max", opt(ms(&total.push_latency, 1.0)));
+}
+
+/// Throughput over the measured window, latency after the warm-up;
+/// returns deliveries/s.
+fn add_throughput_and_latency(r: &mut Report, cfg: &Config, o: &Outcome) -> Option<f64> {
+    let (m, total) = (&o.measured, &o.total);
     let window_s = (cfg.duration - cfg.warmup) as f64;
     let per_s = match (
         m.delivered_at.get(&cfg.warmup),
@@ -186,8 +239,12 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
     r.add("latency_ms_max", opt(ms(&total.latency, 1.0)));
     r.add("publisher_lag_ms_p99", opt(ms(&total.lag, 0.99)));
     r.add("publisher_lag_ms_max", opt(ms(&total.lag, 1.0)));
+    per_s
+}
 
-    // The relay's own view, from its metrics endpoint.
+/// The relay's own view, from its metrics endpoint.
+fn add_relay_metrics(r: &mut Report, o: &Outcome) {
+    let (setup, m) = (&o.setup, &o.measured);
     if let Some(text) = &setup.metrics_after_setup {
         let open = sys::metric_values(text, "itty_connections_open");
         r.add_with_text(
@@ -204,9 +261,20 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         };
         r.add("relay_forwards", sum(b).saturating_sub(sum(a)));
     }
+}
 
-    // The generator's own cpu: per executor thread over the publishing
-    // window (ticks 0 and `duration`), and the whole process.
+/// The generator's busy share over the publishing window.
+struct GeneratorCpu {
+    /// Average over its executor threads, when known.
+    util_avg: Option<f64>,
+    /// Above `SATURATED`: the generator was the limit.
+    saturated: bool,
+}
+
+/// The generator's own cpu: per executor thread over the publishing
+/// window (ticks 0 and `duration`), and the whole process.
+fn add_generator_cpu(r: &mut Report, cfg: &Config, o: &Outcome) -> GeneratorCpu {
+    let (cpus, m) = (&o.setup.cpus, &o.measured);
     let duration_s = cfg.duration as f64;
     let gen_cpu: Vec<Option<f64>> = (0..cpus.len())
         .map(|i| {
@@ -249,43 +317,51 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         util_avg.map_or("?".to_owned(), |u| format!("{:.1}%", u * 100.0)),
     );
     r.add("generator_saturated", saturated);
-    let stalled = m.stalled || !o.complete;
-    r.add("generator_stalled", stalled);
-
-    // The relay's cpu, when its pid was given.
-    let mut relay_per_million = None;
-    let mut relay_util = None;
-    match (m.relay_cpu_start, m.relay_cpu_end) {
-        (Some(a), Some(b)) => {
-            let cpu_s = (b - a) as f64 / 1e9;
-            let util = m
-                .relay_cpu_end_publishing
-                .map(|p| (p - a) as f64 / 1e9 / duration_s);
-            relay_util = util;
-            relay_per_million =
-                (total.delivered > 0).then(|| round3(cpu_s / total.delivered as f64 * 1e6));
-            r.add("relay_cpu_s", round3(cpu_s));
-            r.add_with_text(
-                "relay_util",
-                opt(util.map(round3)),
-                util.map_or("?".to_owned(), |u| format!("{:.1}%", u * 100.0)),
-            );
-            r.add("relay_cpu_s_per_million_deliveries", opt(relay_per_million));
-        }
-        _ => {
-            r.add("relay_cpu_s", Value::Null);
-            r.add("relay_util", Value::Null);
-            r.add("relay_cpu_s_per_million_deliveries", Value::Null);
-        }
+    GeneratorCpu {
+        util_avg,
+        saturated,
     }
-    r.add("finished_after_s", round3(m.finished_s));
-    r.add(
-        "generator_cpu_s_total",
-        round3((m.proc_cpu_end - m.proc_cpu_start) as f64 / 1e9),
-    );
-    r.add("load_avg_after", opt(sys::loadavg()));
+}
 
-    if saturated {
+/// The relay's cpu over the run, when its pid was given.
+#[derive(Default)]
+struct RelayCpu {
+    /// Over the publishing window, in cores.
+    util: Option<f64>,
+    /// Cpu seconds per million deliveries (rounded).
+    per_million: Option<f64>,
+}
+
+/// The relay's cpu, when its pid was given.
+fn add_relay_cpu(r: &mut Report, cfg: &Config, o: &Outcome) -> RelayCpu {
+    let (m, total) = (&o.measured, &o.total);
+    let (Some(a), Some(b)) = (m.relay_cpu_start, m.relay_cpu_end) else {
+        r.add("relay_cpu_s", Value::Null);
+        r.add("relay_util", Value::Null);
+        r.add("relay_cpu_s_per_million_deliveries", Value::Null);
+        return RelayCpu::default();
+    };
+    let cpu_s = (b - a) as f64 / 1e9;
+    let util = m
+        .relay_cpu_end_publishing
+        .map(|p| (p - a) as f64 / 1e9 / cfg.duration as f64);
+    let per_million = (total.delivered > 0).then(|| round3(cpu_s / total.delivered as f64 * 1e6));
+    r.add("relay_cpu_s", round3(cpu_s));
+    r.add_with_text(
+        "relay_util",
+        opt(util.map(round3)),
+        util.map_or("?".to_owned(), |u| format!("{:.1}%", u * 100.0)),
+    );
+    r.add("relay_cpu_s_per_million_deliveries", opt(per_million));
+    RelayCpu { util, per_million }
+}
+
+/// The notes printed after the summary: when the generator may have been
+/// the limit, publishers fell behind, or pushes were refused.
+fn notes(o: &Outcome, key: &KeyFigures) -> Vec<String> {
+    let total = &o.total;
+    let mut notes = Vec::new();
+    if key.saturated {
         notes.push(format!(
             "the generator's cores were over {:.0}% busy: deliveries/s is a floor and \
              latency includes generator queueing; give the generator more cpus (--cpus).",
@@ -308,35 +384,14 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
                 .to_owned(),
         );
     }
-    if stalled {
+    if key.stalled {
         notes.push(
             "an executor of the generator stalled or did not stop: its figures are missing \
              or suspect."
                 .to_owned(),
         );
     }
-    let key = KeyFigures {
-        deliveries_per_s: per_s,
-        p50_ms: ms(&total.latency, 0.5),
-        p99_ms: ms(&total.latency, 0.99),
-        lost: if o.external_source { 0 } else { lost },
-        expected: total.expected,
-        gaps: total.gaps,
-        reorders: total.reorders,
-        unsent: total.unsent,
-        disconnects,
-        failed: setup.failed,
-        gen_util: util_avg,
-        saturated,
-        stalled,
-        relay_cpu_s_per_million: relay_per_million,
-        relay_util: relay_util.map(round3),
-    };
-    Summary {
-        report: r,
-        notes,
-        key,
-    }
+    notes
 }
 
 /// Prints a summary: the report on stdout (text or JSON), notes on stderr.
@@ -348,5 +403,55 @@ pub fn print(summary: &Summary, json: bool) {
     }
     for note in &summary.notes {
         eprintln!("NOTE: {note}");
+    }
+}
+
+/// Deliveries/s and latency per second; runs placed one after the other
+/// (`(x offset, marker label, seconds)`).
+pub fn pubsub_chart(title: String, runs: &[(f64, String, Vec<Second>)]) -> Chart {
+    let pts = |f: &dyn Fn(&Second) -> f64| -> Vec<(f64, f64)> {
+        runs.iter()
+            .flat_map(|(off, _, secs)| {
+                let line = secs.iter().map(move |s| (off + s.sec as f64, f(s)));
+                line.chain(std::iter::once((*off, f64::NAN)))
+            })
+            .collect()
+    };
+    let series = |name: &str, color, f: &dyn Fn(&Second) -> f64| Series {
+        name: name.to_owned(),
+        color,
+        points: pts(f),
+    };
+    Chart {
+        title,
+        x_label: "seconds since publishing started".into(),
+        panels: vec![
+            Panel {
+                y_label: "deliveries per second".into(),
+                series: vec![series("deliveries/s", COLORS[0], &|s| s.deliveries as f64)],
+            },
+            Panel {
+                y_label: "latency ms (of deliveries in that second)".into(),
+                series: vec![
+                    series("p50", COLORS[2], &|s| s.p50_ms),
+                    series("p99", COLORS[0], &|s| s.p99_ms),
+                    series("max", COLORS[1], &|s| s.max_ms),
+                ],
+            },
+            Panel {
+                y_label: "cpu busy % (generator avg, relay)".into(),
+                series: vec![
+                    series("generator", COLORS[3], &|s| s.gen_util * 100.0),
+                    series("relay", COLORS[1], &|s| {
+                        s.relay_util.map_or(f64::NAN, |u| u * 100.0)
+                    }),
+                ],
+            },
+        ],
+        markers: runs
+            .iter()
+            .filter(|(_, l, _)| !l.is_empty())
+            .map(|(off, l, _)| (*off, l.clone()))
+            .collect(),
     }
 }

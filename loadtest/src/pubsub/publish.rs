@@ -1,22 +1,91 @@
-//! `push`: a publisher that is an HTTP client on one keep-alive connection,
-//! sending `POST /push/<channel>` on the open-loop schedule, with at most
-//! `--pipeline` requests awaiting their response. Responses are read by a
-//! second task: status counted, `recipients` summed, latency recorded from
-//! the request's scheduled time.
+//! The publishers, both on the open-loop schedule (`schedule.rs`): a
+//! WebSocket publisher writes one frame per message; an HTTP push client
+//! sends `POST /push/<channel>` on one keep-alive connection with at most
+//! `--pipeline` requests awaiting their response, read by a second task
+//! (status counted, `recipients` summed, latency recorded from the
+//! request's scheduled time). Each returns when it is done; the executor
+//! (`exec.rs`) spawns them.
 
-use super::exec::{next_due, timed, wait_for_t0, PayloadBuilder, Schedule};
-use super::state::*;
-use crate::net;
+use super::local::{wait_for_t0, Local};
+use super::schedule::{Due, PayloadBuilder, Schedule, Timing};
+use super::state::{ConnSpec, Shared};
 use crate::sys;
-use futures_lite::io::ReadHalf;
+use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use glommio::spawn_local;
 use glommio::sync::Semaphore;
+use glommio::timer::sleep;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// Publisher `p`'s schedule for a run publishing from `t0`.
+fn schedule(shared: &Shared, t0: u64, p: u32) -> Schedule {
+    let timing = Timing {
+        rate: shared.rate,
+        duration_ns: shared.duration_ns,
+        grace_ns: shared.grace_ns,
+    };
+    Schedule::new(timing, t0, p, shared.plan.pub_channel.len())
+}
+
+/// Sleeps until `at` unless the run stops first; false when it stopped.
+async fn sleep_until(shared: &Shared, at: u64) -> bool {
+    let now = sys::now_ns();
+    if now < at {
+        sleep(Duration::from_nanos(at - now)).await;
+    }
+    !shared.stop.load(Relaxed)
+}
+
+/// The due time of the publisher's next message, once it has come; `None`
+/// when the publisher is done: every message went out, it fell too far
+/// behind (the rest counted as unsent), or the run stopped.
+async fn next_due(local: &Local, sched: &Schedule) -> Option<u64> {
+    let at = match sched.next(sys::now_ns()) {
+        Due::At(at) => at,
+        Due::Done => return None,
+        Due::GiveUp(unsent) => {
+            local.stats.borrow_mut().unsent += unsent;
+            return None;
+        }
+    };
+    sleep_until(&local.shared, at).await.then_some(at)
+}
+
+/// A WebSocket publisher (connection `spec`, publisher id `p`): one frame
+/// per message, one write per frame.
+pub async fn publish_ws(local: &Local, spec: ConnSpec, p: u32, mut writer: WriteHalf<TcpStream>) {
+    let shared = &*local.shared;
+    let Some(t0) = wait_for_t0(shared).await else {
+        return;
+    };
+    let channel = &shared.plan.channels[spec.channel as usize];
+    let mut sched = schedule(shared, t0, p);
+    let mut payload = PayloadBuilder::new(shared.payload_bytes);
+    let mut frame = Vec::with_capacity(shared.payload_bytes + 64);
+    loop {
+        let Some(at) = next_due(local, &sched).await else {
+            break;
+        };
+        frame.clear();
+        let body = payload.payload(p as u64, sched.k, at);
+        shared.wire.publish_frame(&channel.name, body, &mut frame);
+        if let Err(e) = writer.write_all(&frame).await {
+            let why = format!("publisher write: {e}");
+            local.stats.borrow_mut().disconnect(why);
+            break;
+        }
+        let owed = shared.receivers_on[spec.channel as usize]
+            .load(Relaxed)
+            .saturating_sub(spec.receives as u32);
+        local.published(at, owed as u64);
+        sched.k += 1;
+    }
+    shared.publishers_done.fetch_add(1, Relaxed);
+}
 
 /// One parsed response: bytes it took, status, `recipients` when present.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,57 +142,48 @@ pub fn parse_push_response(buf: &[u8]) -> Result<Option<PushResponse>, String> {
     }))
 }
 
-/// Scheduled times of requests awaiting their response, oldest first.
-type InFlight = Rc<RefCell<VecDeque<u64>>>;
+/// What a push client's writer and its response reader share: the window
+/// of requests in flight (`--pipeline`), and the scheduled times of the
+/// requests awaiting their response, oldest first.
+pub struct Pipeline {
+    window: Semaphore,
+    in_flight: RefCell<VecDeque<u64>>,
+}
 
-pub async fn push_publisher(local: Rc<Local>, p: u32) {
-    let shared = local.shared.clone();
+impl Pipeline {
+    pub fn new(depth: usize) -> Pipeline {
+        Pipeline {
+            window: Semaphore::new(depth as u64),
+            in_flight: RefCell::new(VecDeque::new()),
+        }
+    }
+}
+
+/// An HTTP push client (publisher `p`) writing its requests to `writer`;
+/// its responses are read by `read_responses` on the same `pipeline`.
+pub async fn publish_push(
+    local: &Local,
+    p: u32,
+    mut writer: WriteHalf<TcpStream>,
+    pipeline: &Pipeline,
+) {
+    let shared = &*local.shared;
     let spec = shared.plan.push.clone().expect("push plan");
-    let source = shared
-        .sources
-        .for_conn(shared.plan.conns.len() + p as usize);
-    let connected = {
-        let _permit = local.connect.acquire_static_permit(1).await;
-        timed(
-            shared.join_timeout,
-            net::connect(shared.target.addr, source, shared.join_timeout),
-        )
-        .await
-    };
-    local.settled.set(local.settled.get() + 1);
-    let stream = match connected {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return shared.fail(&e),
-        None => return shared.fail(&crate::ws::SetupError::Timeout("connect")),
-    };
-    let _ = stream.set_nodelay(true);
-    shared.publishers_joined.fetch_add(1, Relaxed);
-    let (reader, mut writer) = futures_lite::io::split(stream);
-    let window = Rc::new(Semaphore::new(spec.pipeline as u64));
-    let in_flight: InFlight = Rc::new(RefCell::new(VecDeque::new()));
-    spawn_local(read_responses(
-        local.clone(),
-        reader,
-        window.clone(),
-        in_flight.clone(),
-    ))
-    .detach();
-
-    let Some(t0) = wait_for_t0(&shared).await else {
+    let Some(t0) = wait_for_t0(shared).await else {
         return;
     };
     let ch = shared.plan.pub_channel[p as usize] as usize;
     let channel = &shared.plan.channels[ch];
-    let mut sched = Schedule::new(&shared, t0, p);
+    let mut sched = schedule(shared, t0, p);
     let mut payload = PayloadBuilder::new(shared.payload_bytes);
     let mut request = Vec::with_capacity(shared.payload_bytes + 256);
     loop {
-        let Some(at) = next_due(&local, &sched).await else {
+        let Some(at) = next_due(local, &sched).await else {
             break;
         };
         // A full window holds the request back; it counts as late, not lost.
         // (`acquire` takes the unit for good; the reader `signal`s it back.)
-        if window.acquire(1).await.is_err() {
+        if pipeline.window.acquire(1).await.is_err() {
             break;
         }
         request.clear();
@@ -135,14 +195,12 @@ pub async fn push_publisher(local: Rc<Local>, p: u32) {
             body,
             &mut request,
         );
-        in_flight.borrow_mut().push_back(at);
+        pipeline.in_flight.borrow_mut().push_back(at);
         if let Err(e) = writer.write_all(&request).await {
-            *local
+            local
                 .stats
                 .borrow_mut()
-                .disconnects
-                .entry(format!("push write: {e}"))
-                .or_default() += 1;
+                .disconnect(format!("push write: {e}"));
             break;
         }
         let owed = shared.receivers_on[ch].load(Relaxed);
@@ -152,11 +210,13 @@ pub async fn push_publisher(local: Rc<Local>, p: u32) {
     shared.publishers_done.fetch_add(1, Relaxed);
 }
 
-async fn read_responses(
+/// Reads a push client's responses until its connection ends: status
+/// counted, `recipients` summed, latency from the request's scheduled time;
+/// each response gives its unit of the window back.
+pub async fn read_responses(
     local: Rc<Local>,
     mut reader: ReadHalf<TcpStream>,
-    window: Rc<Semaphore>,
-    in_flight: InFlight,
+    pipeline: Rc<Pipeline>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     let (mut start, mut filled) = (0usize, 0usize);
@@ -165,7 +225,7 @@ async fn read_responses(
             Ok(Some(r)) => {
                 start += r.len;
                 let now = sys::now_ns();
-                let at = in_flight.borrow_mut().pop_front();
+                let at = pipeline.in_flight.borrow_mut().pop_front();
                 let mut st = local.stats.borrow_mut();
                 *st.push_status.entry(r.status).or_default() += 1;
                 st.push_recipients += r.recipients.unwrap_or(0);
@@ -174,7 +234,7 @@ async fn read_responses(
                         .saturating_record(now.saturating_sub(at) / 1000);
                 }
                 drop(st);
-                window.signal(1);
+                pipeline.window.signal(1);
                 continue;
             }
             Ok(None) => {}
@@ -191,12 +251,7 @@ async fn read_responses(
         }
     };
     if !local.shared.stop.load(Relaxed) {
-        *local
-            .stats
-            .borrow_mut()
-            .disconnects
-            .entry(format!("push: {why}"))
-            .or_default() += 1;
+        local.stats.borrow_mut().disconnect(format!("push: {why}"));
     }
 }
 
