@@ -367,7 +367,7 @@ impl Shard {
 
     fn handle(&self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Join(request) => self.with_owner(|o, now, fx| o.join(request, now, fx)),
+            ShardMsg::Join(request) => self.with_owner(|o, now, fx| o.join(*request, now, fx)),
             ShardMsg::Joined {
                 conn,
                 token,

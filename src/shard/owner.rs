@@ -106,7 +106,7 @@ impl Owner {
     /// Adds a member (or refuses its join key): the joiner's home gets
     /// `Joined` with its own event, every home with members the others'
     /// event. See `join.rs` for the whole handshake.
-    pub fn join(&mut self, request: Box<JoinRequest>, now_ms: u64, fx: &mut Effects) {
+    pub fn join(&mut self, request: JoinRequest, now_ms: u64, fx: &mut Effects) {
         let JoinRequest {
             channel,
             conn,
@@ -114,7 +114,7 @@ impl Owner {
             announce,
             list,
             keys,
-        } = *request;
+        } = request;
         let home = self.router.home_of(conn);
         let existing = self.registry.find(&channel).map(|(_, ch)| &ch.keys);
         let (may_send, keys_if_new) = match decide(existing, keys) {

@@ -32,7 +32,7 @@ fn open() -> KeyCheck {
 
 fn join(owner: &mut Owner, conn: u64, keys: KeyCheck) -> Effects {
     let mut fx = Effects::default();
-    owner.join(Box::new(join_request(conn, keys)), 1, &mut fx);
+    owner.join(join_request(conn, keys), 1, &mut fx);
     fx
 }
 
