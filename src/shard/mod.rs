@@ -318,6 +318,14 @@ impl Shard {
     /// FIFO (handled by the next `dispatch`), or a forward to a peer.
     fn send(&self, to: ShardId, msg: ShardMsg) {
         if to == self.id() {
+            // A delivery with nothing queued before it, outside any
+            // handler, is delivered at once: it sends nothing, so it cannot
+            // re-enter, and the order is the FIFO's. The common case: a
+            // locally owned publish's fan-out to local members.
+            let deliveries_only = matches!(msg, ShardMsg::FanOut { .. } | ShardMsg::Deliver { .. });
+            if deliveries_only && !self.dispatching.get() && self.inbox.borrow().is_empty() {
+                return self.handle(msg);
+            }
             self.inbox.borrow_mut().push_back(msg);
             return;
         }
