@@ -50,6 +50,9 @@ counters! {
     messages_published,
     /// Frames queued to this shard's connections.
     deliveries,
+    /// Messages compressed (permessage-deflate): once each, for every
+    /// member that negotiated it.
+    messages_compressed,
     /// Bytes read from clients.
     bytes_in,
     /// Bytes written to clients.

@@ -73,6 +73,9 @@ pub struct ConnHandle {
     /// Whether it may send: it holds the channel's send key, or none is
     /// needed. Decided at the join.
     may_send: Cell<bool>,
+    /// The window its compressed frames use, if it negotiated
+    /// permessage-deflate (0: it did not).
+    deflate_window: Cell<u8>,
 }
 
 impl ConnHandle {
@@ -101,6 +104,7 @@ impl ConnHandle {
             socket_fd: Cell::new(-1),
             joinless: Cell::new(false),
             may_send: Cell::new(false),
+            deflate_window: Cell::new(0),
         }
     }
 
@@ -200,6 +204,16 @@ impl ConnHandle {
 
     pub fn may_send(&self) -> bool {
         self.may_send.get()
+    }
+
+    /// It negotiated permessage-deflate at the upgrade.
+    pub fn set_deflate(&self, negotiated: crate::ws::deflate::Negotiated) {
+        self.deflate_window.set(negotiated.window_bits());
+    }
+
+    /// The window its compressed frames use, if it negotiated deflate.
+    pub fn deflate_window(&self) -> Option<u8> {
+        Some(self.deflate_window.get()).filter(|&bits| bits != 0)
     }
 
     /// For a connection that joins no channel (the echo endpoint): its

@@ -10,7 +10,7 @@ mod push;
 mod session;
 mod writer;
 
-use crate::config::MetricsEndpoint;
+use crate::config::{MetricsEndpoint, Switch};
 use crate::http::{self, Endpoint, HeadError, HeadLimits, Refusal, RequestHead, Response};
 use crate::outcome::PushAnswer;
 use crate::ratelimit::IpKey;
@@ -51,7 +51,7 @@ enum Next {
     /// A push was served: read the next request only if `true`.
     Served(bool),
     /// Admitted: the connection becomes a WebSocket session.
-    Upgrade(session::Mode, String, IpKey),
+    Upgrade(session::Mode, session::Upgrade, IpKey),
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -103,8 +103,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
             }
             Next::Served(true) => {}
             Next::Served(false) => return,
-            Next::Upgrade(mode, accept_key, ip) => {
-                return session::run_session(shard, stream, buf, mode, accept_key, ip).await
+            Next::Upgrade(mode, upgrade, ip) => {
+                return session::run_session(shard, stream, buf, mode, upgrade, ip).await
             }
         }
     }
@@ -148,7 +148,7 @@ async fn serve_endpoint(
             Err(refused) => Next::Refuse(refused.response()),
             Ok(keys) => Next::Upgrade(
                 session::Mode::Channel(channel, options, keys),
-                accept_key,
+                upgrade(shard, head, accept_key),
                 ip_key,
             ),
         },
@@ -156,7 +156,11 @@ async fn serve_endpoint(
         Endpoint::Echo { accept_key } if shard.config().echo_endpoint => {
             match shard.admit_upgrade(ip_key) {
                 Err(refused) => Next::Refuse(refused.response()),
-                Ok(()) => Next::Upgrade(session::Mode::Echo, accept_key, ip_key),
+                Ok(()) => Next::Upgrade(
+                    session::Mode::Echo,
+                    upgrade(shard, head, accept_key),
+                    ip_key,
+                ),
             }
         }
         Endpoint::Echo { .. } => Next::Refuse(Response::text(404, &b"not found\n"[..])),
@@ -174,6 +178,26 @@ async fn serve_endpoint(
             let response = Response::text(200, body).with_content_type(METRICS_CONTENT_TYPE);
             Next::Respond(response.keep_alive(keep_alive))
         }
+    }
+}
+
+/// The handshake's answer: the accept key, and permessage-deflate when it
+/// is on and the client offered something the relay can honour.
+fn upgrade(shard: &Shard, head: &RequestHead, accept_key: String) -> session::Upgrade {
+    let deflate = match shard.config().compression {
+        Switch::Off => None,
+        Switch::On => {
+            let offers = head
+                .headers
+                .iter()
+                .filter(|(name, _)| name == "sec-websocket-extensions")
+                .filter_map(|(_, value)| std::str::from_utf8(value).ok());
+            crate::ws::deflate::negotiate(offers, head.header_str("user-agent"))
+        }
+    };
+    session::Upgrade {
+        accept_key,
+        deflate,
     }
 }
 

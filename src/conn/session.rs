@@ -14,7 +14,8 @@ use crate::pubsub::classify::{classify, Classified};
 use crate::ratelimit::{Bucket, IpKey};
 use crate::shard::join::KeyCheck;
 use crate::shard::Shard;
-use crate::ws::codec::{Decoder, Message};
+use crate::ws::codec::{Decoder, Message, Violation};
+use crate::ws::deflate::{InflateError, Negotiated};
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
@@ -54,19 +55,26 @@ struct Sending {
     ip: IpKey,
 }
 
+/// The handshake's answer: the accept key and the extension agreed.
+pub struct Upgrade {
+    pub accept_key: String,
+    pub deflate: Option<Negotiated>,
+}
+
 pub async fn run_session(
     shard: Rc<Shard>,
     stream: TcpStream,
     leftover: Vec<u8>,
     mode: Mode,
-    accept_key: String,
+    upgrade: Upgrade,
     ip: IpKey,
 ) {
+    let deflate = upgrade.deflate.is_some();
     let role = match mode {
         Mode::Channel(..) => Role::Member,
         Mode::Echo => Role::Echo,
     };
-    let conn = open(&shard, &stream, mode, accept_key);
+    let conn = open(&shard, &stream, mode, upgrade);
     let stream = Rc::new(RefCell::new(stream));
     conn.joined_or_ended().await;
     let writer = glommio::spawn_local(writer::run_writer(
@@ -83,7 +91,20 @@ pub async fn run_session(
                 warnings: 0,
                 ip,
             };
-            read_frames(&shard, &conn, &stream, leftover, role, &mut sending).await
+            let mut decoder = Decoder::new(shard.config().message_bytes_max);
+            if deflate {
+                decoder.accept_deflate();
+            }
+            read_frames(
+                &shard,
+                &conn,
+                &stream,
+                leftover,
+                decoder,
+                role,
+                &mut sending,
+            )
+            .await
         }
     };
     conn.end(reason);
@@ -96,12 +117,17 @@ pub async fn run_session(
 /// Opens the connection on its shard, queues the `101` and asks the
 /// channel's owner for the join. Consumes what only the handshake needs, so
 /// none of it stays in the session's future.
-fn open(shard: &Shard, stream: &TcpStream, mode: Mode, accept_key: String) -> Rc<ConnHandle> {
+fn open(shard: &Shard, stream: &TcpStream, mode: Mode, upgrade: Upgrade) -> Rc<ConnHandle> {
     let echo = matches!(&mode, Mode::Channel(_, o, _) if o.echo);
     let conn = shard.open_conn(echo);
+    let extensions = upgrade.deflate.map(|d| {
+        conn.set_deflate(d);
+        d.response_header()
+    });
     // The 101 is the first thing queued; the writer starts once the owner
     // confirmed the join, so the join event follows it directly.
-    conn.deliver(Bytes::from(http::switching_protocols(&accept_key)));
+    let switching = http::switching_protocols(&upgrade.accept_key, extensions.as_deref());
+    conn.deliver(Bytes::from(switching));
     conn.set_socket(std::os::fd::AsRawFd::as_raw_fd(stream));
     match mode {
         Mode::Channel(channel, options, keys) => shard.join(&channel, &conn, &options, keys),
@@ -143,11 +169,11 @@ async fn read_frames(
     conn: &ConnHandle,
     stream: &RefCell<TcpStream>,
     leftover: Vec<u8>,
+    mut decoder: Decoder,
     role: Role,
     sending: &mut Sending,
 ) -> CloseReason {
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
-    let mut decoder = Decoder::new(shard.config().message_bytes_max);
     let mut carry = leftover;
     if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role, sending) {
         return reason;
@@ -274,6 +300,35 @@ fn decode_all(
     }
 }
 
+/// Inflates a compressed message into the shard's inflater (its size limit
+/// applies to the inflated bytes), checks a text's UTF-8, then handles it
+/// like any other; `Some` ends the connection.
+fn handle_deflated(
+    shard: &Shard,
+    conn: &ConnHandle,
+    text: bool,
+    payload: &[u8],
+    role: Role,
+    sending: &mut Sending,
+) -> Option<CloseReason> {
+    let mut inflater = shard.inflater().borrow_mut();
+    let inflated = match inflater.inflate(payload, shard.config().message_bytes_max) {
+        Ok(inflated) => inflated,
+        Err(InflateError::TooBig) => return Some(CloseReason::Violation(Violation::TOO_BIG)),
+        Err(InflateError::Invalid) => {
+            return Some(CloseReason::Violation(Violation::INVALID_DEFLATE))
+        }
+    };
+    let message = if !text {
+        Message::Binary(inflated)
+    } else if std::str::from_utf8(inflated).is_ok() {
+        Message::Text(inflated)
+    } else {
+        return Some(CloseReason::Violation(Violation::INVALID_UTF8));
+    };
+    handle(shard, conn, message, role, sending)
+}
+
 /// Handles one complete client message; `Some` ends the connection.
 fn handle(
     shard: &Shard,
@@ -283,6 +338,9 @@ fn handle(
     sending: &mut Sending,
 ) -> Option<CloseReason> {
     match (message, role) {
+        (Message::Deflated { text, payload }, _) => {
+            return handle_deflated(shard, conn, text, payload, role, sending)
+        }
         (Message::Close(close), _) => {
             return Some(CloseReason::ClientClosed(close.map(|(code, _)| code)))
         }
@@ -291,7 +349,7 @@ fn handle(
         }
         (Message::Pong(_), _) => {}
         (Message::Text(text), Role::Echo) => {
-            conn.deliver(frame::text_frame(text));
+            conn.deliver(shard.text_frame_for(conn, text));
         }
         (Message::Binary(data), Role::Echo) => {
             conn.deliver(frame::binary_frame(data));

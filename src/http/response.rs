@@ -153,19 +153,16 @@ fn push_header(head: &mut String, name: &str, value: &str) {
     head.push_str("\r\n");
 }
 
-/// The `101` answer to an accepted WebSocket handshake (RFC 6455 4.2.2).
-pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
-    response(
-        101,
-        "",
-        &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key),
-        ],
-        b"",
-        true,
-    )
+/// The `101` answer to an accepted WebSocket handshake (RFC 6455 4.2.2),
+/// with the extensions agreed, if any (RFC 7692).
+pub fn switching_protocols(accept_key: &str, extensions: Option<&str>) -> Vec<u8> {
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key),
+    ];
+    headers.extend(extensions.map(|e| ("Sec-WebSocket-Extensions", e)));
+    response(101, "", &headers, b"", true)
 }
 
 #[cfg(test)]
@@ -256,7 +253,7 @@ mod tests {
     fn switching_protocols_is_exact_for_the_rfc_sample() {
         let accept = tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(
-            text(&switching_protocols(&accept)),
+            text(&switching_protocols(&accept, None)),
             "HTTP/1.1 101 Switching Protocols\r\n\
              Upgrade: websocket\r\n\
              Connection: Upgrade\r\n\

@@ -15,6 +15,8 @@ pub struct Member {
     pub alias_json: Option<Box<str>>,
     /// Whether join/leave events and `users` lists name this member.
     pub announce: bool,
+    /// The window of its compressed frames, if it negotiated deflate.
+    pub deflate: Option<u8>,
 }
 
 /// One channel on its owner.
@@ -25,6 +27,8 @@ pub struct Channel {
     pub members: AHashMap<ConnId, Member>,
     /// Members per home shard: the fan-out visits only shards with members.
     pub members_per_shard: Vec<u32>,
+    /// Members that negotiated deflate, by window bits (index: bits - 9).
+    pub deflate_members: [u32; 7],
     /// Ephemeral keys its creator set (docs/PROTOCOL.md section 6); held until
     /// the channel empties. Empty on channels a namespace covered.
     pub keys: Keys,
@@ -33,6 +37,18 @@ pub struct Channel {
 impl Channel {
     pub fn total(&self) -> usize {
         self.members.len()
+    }
+
+    /// Whether some member takes plain frames.
+    pub fn has_plain_members(&self) -> bool {
+        self.deflate_members.iter().sum::<u32>() < self.members.len() as u32
+    }
+
+    /// The window a frame compressed for every deflate member may use (the
+    /// smallest any asked for); `None` when no member negotiated deflate.
+    pub fn deflate_window(&self) -> Option<u8> {
+        let smallest = self.deflate_members.iter().position(|&n| n > 0)?;
+        Some(smallest as u8 + 9)
     }
 
     /// The shards that have at least one member.
@@ -96,6 +112,7 @@ impl Registry {
                         name: name.into(),
                         members: AHashMap::new(),
                         members_per_shard: vec![0; self.router.shard_count()],
+                        deflate_members: [0; 7],
                         keys: keys_if_new,
                     },
                 );
@@ -106,8 +123,12 @@ impl Registry {
             .channels
             .get_mut(&token)
             .expect("by_name and channels agree");
+        let deflate = member.deflate;
         if channel.members.insert(conn, member).is_none() {
             channel.members_per_shard[self.router.home_of(conn).index()] += 1;
+            if let Some(bits) = deflate {
+                channel.deflate_members[deflate_index(bits)] += 1;
+            }
         }
         (token, channel)
     }
@@ -122,6 +143,9 @@ impl Registry {
         let channel = self.channels.get_mut(&token)?;
         let member = channel.members.remove(&conn)?;
         channel.members_per_shard[self.router.home_of(conn).index()] -= 1;
+        if let Some(bits) = member.deflate {
+            channel.deflate_members[deflate_index(bits)] -= 1;
+        }
         if channel.members.is_empty() {
             let channel = self.channels.remove(&token).expect("present");
             self.by_name.remove(&channel.name);
@@ -144,6 +168,11 @@ impl Registry {
     }
 }
 
+/// A window's slot in `Channel::deflate_members` (9 to 15 bits).
+fn deflate_index(bits: u8) -> usize {
+    (bits.clamp(9, 15) - 9) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +182,7 @@ mod tests {
             uid: Uid([c; 6]),
             alias_json: None,
             announce: true,
+            deflate: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! `Deliver` from an owner needs to reach a socket's queue. Never touched
 //! from another shard; never waits.
 
+use super::message::Frames;
 use crate::conn::handle::{ConnHandle, Delivery};
 use crate::id::{ChannelToken, ConnId, UidCipher};
 use crate::router::Router;
@@ -86,15 +87,16 @@ impl Home {
         }
     }
 
-    /// Delivers `frame` to every local member of `token` but `except`;
-    /// returns how many queued it.
-    pub fn fan_out(&self, token: ChannelToken, frame: &Bytes, except: Option<ConnId>) -> u64 {
+    /// Delivers `frames` to every local member of `token` but `except`, each
+    /// the variant it negotiated; returns how many queued it.
+    pub fn fan_out(&self, token: ChannelToken, frames: &Frames, except: Option<ConnId>) -> u64 {
         let subs = self.subscribers.borrow();
         let Some(list) = subs.get(&token) else {
             return 0;
         };
         let mut delivered = 0;
         for conn in list {
+            let frame = frames.for_member(conn.deflate_window().is_some());
             if Some(conn.id()) != except && conn.deliver(frame.clone()) == Delivery::Queued {
                 delivered += 1;
             }

@@ -45,6 +45,8 @@ pub struct JoinRequest {
     pub announce: bool,
     pub list: bool,
     pub keys: KeyCheck,
+    /// The window of its compressed frames, if it negotiated deflate.
+    pub deflate: Option<u8>,
 }
 
 /// What the owner checks about a join's keys.
@@ -146,6 +148,7 @@ impl Shard {
             announce: options.announce,
             list: options.list,
             keys,
+            deflate: conn.deflate_window(),
         });
         self.send(self.router.channel_owner(channel), ShardMsg::Join(request));
         self.dispatch();

@@ -34,11 +34,11 @@ pub enum ShardMsg {
     },
     /// Home to owner: a member left (however its connection ended).
     Leave { token: ChannelToken, conn: ConnId },
-    /// Owner to home: deliver `frame` to every local member of the channel
-    /// except `except`.
+    /// Owner to home: deliver `frames` to every local member of the
+    /// channel except `except`, each the variant it negotiated.
     FanOut {
         token: ChannelToken,
-        frame: Bytes,
+        frames: Frames,
         except: Option<ConnId>,
     },
     /// Owner to home: deliver `frame` to one connection (a direct message
@@ -54,6 +54,40 @@ pub enum ShardMsg {
     },
     /// Owner to home: the push went to this many members.
     Pushed { request: u64, recipients: u32 },
+}
+
+/// One message as frames: built once by its owner, plain, and compressed
+/// once (RSV1) when a member that negotiated permessage-deflate takes it
+/// and it is worth it. Both are shared bytes: delivering is a refcount.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    pub plain: Bytes,
+    pub deflated: Option<Bytes>,
+}
+
+impl Frames {
+    pub fn plain(plain: Bytes) -> Frames {
+        Frames {
+            plain,
+            deflated: None,
+        }
+    }
+
+    /// The frame for a member that did (or did not) negotiate deflate.
+    pub fn for_member(&self, deflate: bool) -> &Bytes {
+        match (&self.deflated, deflate) {
+            (Some(deflated), true) => deflated,
+            _ => &self.plain,
+        }
+    }
+
+    /// The frame for one member, moved out.
+    pub fn into_member(self, deflate: bool) -> Bytes {
+        match (self.deflated, deflate) {
+            (Some(deflated), true) => deflated,
+            (_, _) => self.plain,
+        }
+    }
 }
 
 /// What crosses a queue slot: up to `FORWARD_BATCH_MAX` messages a shard

@@ -42,6 +42,7 @@ use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
 use crate::ratelimit::{IpKey, Rate};
 use crate::router::Router;
+use crate::ws::deflate::Inflater;
 use admission::Admission;
 use bytes::Bytes;
 use home::Home;
@@ -88,6 +89,9 @@ pub struct Shard {
     read_buffer: RefCell<Vec<u8>>,
     /// JSON validation scratch space, reused for every message.
     validator: RefCell<JsonValidator>,
+    /// Inflates clients' compressed messages (permessage-deflate), one at a
+    /// time, into a buffer bounded by the message size limit.
+    inflater: RefCell<Inflater>,
 }
 
 impl Shard {
@@ -101,9 +105,11 @@ impl Shard {
         namespaces: Arc<Namespaces>,
     ) -> Shard {
         let router = Router::new(id, shard_count);
+        let owner = Owner::new(router, cipher.clone(), metrics.clone())
+            .with_compression_min_bytes(config.compression_min_bytes);
         Shard {
             router,
-            owner: RefCell::new(Owner::new(router, cipher.clone(), metrics.clone())),
+            owner: RefCell::new(owner),
             home: Home::new(router, cipher),
             admission: Admission::new(&config, namespaces),
             links: Links::new(id, congested),
@@ -115,6 +121,7 @@ impl Shard {
             effects: RefCell::default(),
             read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
             validator: RefCell::default(),
+            inflater: RefCell::default(),
         }
     }
 
@@ -153,6 +160,19 @@ impl Shard {
 
     pub fn validator(&self) -> &RefCell<JsonValidator> {
         &self.validator
+    }
+
+    pub fn inflater(&self) -> &RefCell<Inflater> {
+        &self.inflater
+    }
+
+    /// A text frame of `payload` for one connection: compressed (with the
+    /// owner's compressor) when it negotiated deflate and the payload is
+    /// worth it, else plain. The echo endpoint's answers.
+    pub fn text_frame_for(&self, conn: &ConnHandle, payload: &[u8]) -> Bytes {
+        conn.deflate_window()
+            .and_then(|bits| self.owner.borrow_mut().compress(payload, bits))
+            .unwrap_or_else(|| crate::ws::frame::text_frame(payload))
     }
 
     pub fn message_rate(&self) -> Rate {
@@ -422,10 +442,10 @@ impl Shard {
             }
             ShardMsg::FanOut {
                 token,
-                frame,
+                frames,
                 except,
             } => {
-                let delivered = self.home.fan_out(token, &frame, except);
+                let delivered = self.home.fan_out(token, &frames, except);
                 self.counters().deliveries.add(delivered);
             }
             ShardMsg::Deliver { conn, frame } => {

@@ -11,13 +11,15 @@
 //! owner shard; never waits.
 
 use super::join::{decide, Decision, JoinRequest};
-use super::message::ShardMsg;
+use super::message::{Frames, ShardMsg};
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid, UidCipher};
 use crate::metrics::{Metrics, ShardCounters};
 use crate::outcome::{DropReason, UpgradeRefusal};
 use crate::pubsub::envelope::{self, Who};
 use crate::pubsub::registry::{Channel, Member, Registry};
 use crate::router::Router;
+use crate::ws::deflate::Compressor;
+use crate::ws::frame::payload_of;
 use bytes::Bytes;
 
 /// What the owner decided, in order: each message for one shard (this one
@@ -81,6 +83,11 @@ pub struct Owner {
     messages_issued: u64,
     /// Every shard's counters; the owner writes only its own shard's.
     metrics: Metrics,
+    /// Compresses a message once for every member that negotiated
+    /// permessage-deflate (reset per message: no context takeover).
+    compressor: Compressor,
+    /// Envelopes smaller than this go out plain (`compression_min_bytes`).
+    compression_min_bytes: usize,
 }
 
 impl Owner {
@@ -91,7 +98,30 @@ impl Owner {
             cipher,
             messages_issued: 0,
             metrics,
+            compressor: Compressor::default(),
+            compression_min_bytes: usize::MAX,
         }
+    }
+
+    /// Compresses envelopes of at least `min_bytes` for the members that
+    /// negotiated deflate (none do unless `compression` is on).
+    pub fn with_compression_min_bytes(self, min_bytes: usize) -> Owner {
+        Owner {
+            compression_min_bytes: min_bytes,
+            ..self
+        }
+    }
+
+    /// The compressed frame of `payload` for a member with window `bits`,
+    /// if it is big enough and shrinks; counted.
+    pub fn compress(&mut self, payload: &[u8], bits: u8) -> Option<Bytes> {
+        compress(
+            &mut self.compressor,
+            self.compression_min_bytes,
+            &self.metrics[self.router.here().index()],
+            payload,
+            bits,
+        )
     }
 
     fn counters(&self) -> &ShardCounters {
@@ -114,6 +144,7 @@ impl Owner {
             announce,
             list,
             keys,
+            deflate,
         } = request;
         let home = self.router.home_of(conn);
         let existing = self.registry.find(&channel).map(|(_, ch)| &ch.keys);
@@ -133,8 +164,11 @@ impl Owner {
             uid,
             alias_json,
             announce,
+            deflate,
         };
         let (token, ch) = self.registry.join(&channel, conn, member, keys_if_new);
+        let counters = &self.metrics[self.router.here().index()];
+        let min_bytes = self.compression_min_bytes;
         let total = ch.total();
         let me = who(&ch.members[&conn]);
         let users = list.then(|| {
@@ -144,6 +178,17 @@ impl Owner {
                 .map(who)
         });
         let own_event = envelope::join_self(me, users, total, now_ms);
+        let own_event = match deflate {
+            Some(bits) => compress(
+                &mut self.compressor,
+                min_bytes,
+                counters,
+                payload_of(&own_event),
+                bits,
+            )
+            .unwrap_or(own_event),
+            None => own_event,
+        };
         // The joiner's home learns of the join before the others' event, so
         // the event excludes the joiner explicitly.
         fx.send(
@@ -157,7 +202,8 @@ impl Owner {
         );
         if total > 1 {
             let frame = envelope::join(announce.then_some(me), total, now_ms);
-            fan_out(fx, ch, token, frame, Some(conn));
+            let frames = frames_for(&mut self.compressor, min_bytes, counters, frame, ch);
+            fan_out(fx, ch, token, frames, Some(conn));
         }
         self.counters().channels.set(self.registry.len() as u64);
     }
@@ -176,12 +222,25 @@ impl Owner {
         let frame = envelope::message(&buf[..len], Some(who(sender)), now_ms, publish.payload);
         let counters = &self.metrics[self.router.here().index()];
         counters.messages_published.incr();
+        let min_bytes = self.compression_min_bytes;
         let Some(uid) = publish.to else {
             let except = (!publish.echo).then_some(publish.from);
-            return fan_out(fx, ch, publish.token, frame, except);
+            let frames = frames_for(&mut self.compressor, min_bytes, counters, frame, ch);
+            return fan_out(fx, ch, publish.token, frames, except);
         };
         let target = self.cipher.conn(&uid);
-        let (conn, frame) = if ch.members.contains_key(&target) {
+        let (conn, frame) = if let Some(member) = ch.members.get(&target) {
+            let frame = match member.deflate {
+                Some(bits) => compress(
+                    &mut self.compressor,
+                    min_bytes,
+                    counters,
+                    payload_of(&frame),
+                    bits,
+                )
+                .unwrap_or(frame),
+                None => frame,
+            };
             (target, frame)
         } else {
             counters.error_events.incr();
@@ -200,10 +259,11 @@ impl Owner {
             Some((token, ch)) => {
                 let (buf, len) = next_message_id(&mut self.messages_issued, self.router);
                 let frame = envelope::message(&buf[..len], None, now_ms, push.payload);
-                self.metrics[self.router.here().index()]
-                    .messages_published
-                    .incr();
-                fan_out(fx, ch, token, frame, None);
+                let counters = &self.metrics[self.router.here().index()];
+                counters.messages_published.incr();
+                let min_bytes = self.compression_min_bytes;
+                let frames = frames_for(&mut self.compressor, min_bytes, counters, frame, ch);
+                fan_out(fx, ch, token, frames, None);
                 ch.total() as u32
             }
         };
@@ -225,7 +285,10 @@ impl Owner {
         if let Some(ch) = after {
             let shown = member.announce.then(|| who(&member));
             let frame = envelope::leave(shown, ch.total(), now_ms);
-            fan_out(fx, ch, token, frame, None);
+            let counters = &self.metrics[self.router.here().index()];
+            let min_bytes = self.compression_min_bytes;
+            let frames = frames_for(&mut self.compressor, min_bytes, counters, frame, ch);
+            fan_out(fx, ch, token, frames, None);
         }
         self.counters().channels.set(self.registry.len() as u64);
     }
@@ -238,33 +301,64 @@ fn who(member: &Member) -> Who<'_> {
     }
 }
 
-/// One `FanOut` per home shard with members: each delivers `frame` to its
-/// local members but `except` (a connection id matches on its own home
-/// shard only). The last home takes `frame` itself: one reference count
+/// One `FanOut` per home shard with members: each delivers `frames` to
+/// its local members but `except` (a connection id matches on its own home
+/// shard only). The last home takes `frames` itself: one reference count
 /// update fewer per message.
 fn fan_out(
     fx: &mut Effects,
     ch: &Channel,
     token: ChannelToken,
-    frame: Bytes,
+    frames: Frames,
     except: Option<ConnId>,
 ) {
     let mut homes = ch.home_shards().peekable();
     while let Some(home) = homes.next() {
-        let frame = match homes.peek() {
-            Some(_) => frame.clone(),
-            None => return fx.send(home, fan_out_msg(token, frame, except)),
+        let frames = match homes.peek() {
+            Some(_) => frames.clone(),
+            None => return fx.send(home, fan_out_msg(token, frames, except)),
         };
-        fx.send(home, fan_out_msg(token, frame, except));
+        fx.send(home, fan_out_msg(token, frames, except));
     }
 }
 
-fn fan_out_msg(token: ChannelToken, frame: Bytes, except: Option<ConnId>) -> ShardMsg {
+fn fan_out_msg(token: ChannelToken, frames: Frames, except: Option<ConnId>) -> ShardMsg {
     ShardMsg::FanOut {
         token,
-        frame,
+        frames,
         except,
     }
+}
+
+/// A channel's frames for one message: the plain frame, and the compressed
+/// one built once when a member negotiated deflate and it pays.
+fn frames_for(
+    compressor: &mut Compressor,
+    min_bytes: usize,
+    counters: &ShardCounters,
+    plain: Bytes,
+    ch: &Channel,
+) -> Frames {
+    let deflated = ch
+        .deflate_window()
+        .and_then(|bits| compress(compressor, min_bytes, counters, payload_of(&plain), bits));
+    Frames { plain, deflated }
+}
+
+/// Compresses a text payload once, if it is at least `min_bytes` and
+/// shrinks; counted in `messages_compressed`.
+fn compress(
+    compressor: &mut Compressor,
+    min_bytes: usize,
+    counters: &ShardCounters,
+    payload: &[u8],
+    bits: u8,
+) -> Option<Bytes> {
+    if payload.len() < min_bytes {
+        return None;
+    }
+    counters.messages_compressed.incr();
+    compressor.text_frame(payload, bits)
 }
 
 /// The next message id: base62 of this owner's counter interleaved by

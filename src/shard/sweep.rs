@@ -29,6 +29,7 @@ impl Shard {
             conn.shrink_idle_queue();
         });
         self.admission.prune(self.now_ns());
+        self.inflater.borrow_mut().shrink();
         if self.life.trim_due() {
             release_free_memory();
         }

@@ -32,13 +32,19 @@ pub struct Violation {
 }
 
 impl Violation {
-    const TOO_BIG: Self = Self {
+    pub const TOO_BIG: Self = Self {
         code: 1009,
         reason: "message too big",
     };
-    const INVALID_UTF8: Self = Self {
+    pub const INVALID_UTF8: Self = Self {
         code: 1007,
         reason: "invalid utf-8",
+    };
+    /// A compressed message that does not inflate (RFC 7692 8.2.3.1 fails
+    /// the connection; 1007: the data is inconsistent with its type).
+    pub const INVALID_DEFLATE: Self = Self {
+        code: 1007,
+        reason: "invalid deflate data",
     };
 
     const fn protocol(reason: &'static str) -> Self {
@@ -64,6 +70,13 @@ pub enum Message<'a> {
     Pong(&'a [u8]),
     /// `None` for an empty close frame; otherwise the (validated) code and the reason.
     Close(Option<(u16, &'a str)>),
+    /// Complete compressed message (RSV1 on its first frame; only after
+    /// `Decoder::accept_deflate`): to be inflated, then UTF-8 checked if
+    /// `text`.
+    Deflated {
+        text: bool,
+        payload: &'a [u8],
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -96,6 +109,8 @@ struct Header {
     kind: Kind,
     /// Part of a fragmented message (a non-final first frame or any continuation frame).
     fragment: bool,
+    /// RSV1 on a message's first frame: its payload is compressed.
+    compressed: bool,
     is_final: bool,
     mask: [u8; 4],
     header_len: usize,
@@ -111,6 +126,10 @@ pub struct Decoder {
     /// Bytes at the front of `buffer` already known to be valid UTF-8 (a text message being
     /// reassembled), so each byte is checked once.
     utf8_checked: usize,
+    /// Whether the connection negotiated permessage-deflate (RSV1 allowed).
+    deflate: bool,
+    /// Whether the fragmented message being reassembled is compressed.
+    fragment_compressed: bool,
 }
 
 impl Decoder {
@@ -120,7 +139,15 @@ impl Decoder {
             fragment: None,
             buffer: Vec::new(),
             utf8_checked: 0,
+            deflate: false,
+            fragment_compressed: false,
         }
+    }
+
+    /// The connection negotiated permessage-deflate: a data message's first
+    /// frame may carry RSV1, and such messages come out as `Deflated`.
+    pub fn accept_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// True while a fragmented message is being reassembled.
@@ -144,7 +171,7 @@ impl Decoder {
         let mut consumed = 0;
         // The payload is located by range and borrowed only after the loop, because a borrow
         // returned from inside the loop would keep `buf` and `self` borrowed across iterations.
-        let (kind, range) = loop {
+        let (kind, range, compressed) = loop {
             let Some(header) = self.parse_header(&buf[consumed..])? else {
                 return Ok(Decoded::need_more(consumed));
             };
@@ -156,19 +183,21 @@ impl Decoder {
             unmask(&mut buf[start..end], header.mask);
             consumed = end;
             if !header.fragment {
-                break (header.kind, Some(start..end));
+                break (header.kind, Some(start..end), header.compressed);
             }
             if self.fragment.is_none() {
                 self.buffer.clear();
                 self.utf8_checked = 0;
                 self.fragment = Some(header.kind);
+                self.fragment_compressed = header.compressed;
             }
             self.buffer.extend_from_slice(&buf[start..end]);
             if header.is_final {
                 self.fragment = None;
-                break (header.kind, None);
+                break (header.kind, None, self.fragment_compressed);
             }
-            if header.kind == Kind::Text {
+            // Compressed bytes are checked once inflated.
+            if header.kind == Kind::Text && !self.fragment_compressed {
                 self.check_utf8_so_far()?;
             }
         };
@@ -177,6 +206,10 @@ impl Decoder {
             None => (&self.buffer, self.utf8_checked),
         };
         let message = match kind {
+            Kind::Text | Kind::Binary if compressed => Message::Deflated {
+                text: kind == Kind::Text,
+                payload,
+            },
             Kind::Text => {
                 // Starts on a character boundary, after the prefix checked fragment by fragment.
                 std::str::from_utf8(&payload[utf8_checked..])
@@ -220,7 +253,7 @@ impl Decoder {
         let Some(mask) = header.mask else {
             return Err(Violation::protocol("unmasked client frame"));
         };
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !self.deflate) {
             return Err(Violation::protocol("reserved bits set"));
         }
         if len >> 63 != 0 {
@@ -253,6 +286,13 @@ impl Decoder {
             (OpCode::Data(Data::Text), None) => (Kind::Text, !header.is_final),
             (OpCode::Data(Data::Binary), None) => (Kind::Binary, !header.is_final),
         };
+        // RSV1 marks a compressed message on its first frame only (RFC 7692 6.1).
+        let compressed = header.rsv1;
+        if compressed && !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)) {
+            return Err(Violation::protocol(
+                "rsv1 on a control or continuation frame",
+            ));
+        }
         // A first frame must not count the previous message still sitting in the buffer.
         let buffered = if fragment && self.fragment.is_some() {
             self.buffer.len()
@@ -267,6 +307,7 @@ impl Decoder {
         Ok(Some(Header {
             kind,
             fragment,
+            compressed,
             is_final: header.is_final,
             mask,
             // Bounded by the 14-byte maximum header.

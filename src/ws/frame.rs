@@ -21,14 +21,20 @@ pub fn start_frame(payload_capacity: usize) -> Vec<u8> {
 
 /// Writes the real (unmasked, FIN set) header just before the payload of a buffer from
 /// [`start_frame`] and returns the frame without copying the payload.
-pub fn finish_frame(mut buf: Vec<u8>, opcode: OpCode) -> Bytes {
+pub fn finish_frame(buf: Vec<u8>, opcode: OpCode) -> Bytes {
+    finish_frame_with(buf, opcode, false)
+}
+
+/// `finish_frame`, with RSV1 set when `compressed` (RFC 7692 6: the first
+/// frame of a compressed message; ours are never fragmented).
+pub fn finish_frame_with(mut buf: Vec<u8>, opcode: OpCode, compressed: bool) -> Bytes {
     assert!(
         buf.len() >= HEADER_BYTES_MAX,
         "finish_frame needs a buffer from start_frame"
     );
     let len = buf.len() - HEADER_BYTES_MAX;
     let mut header = [0u8; HEADER_BYTES_MAX];
-    header[0] = 0x80 | u8::from(opcode);
+    header[0] = 0x80 | if compressed { 0x40 } else { 0 } | u8::from(opcode);
     let header_len = match len {
         0..=CONTROL_PAYLOAD_MAX => {
             header[1] = len as u8;
@@ -51,6 +57,17 @@ pub fn finish_frame(mut buf: Vec<u8>, opcode: OpCode) -> Bytes {
     // Unlike `slice`, advancing does not clone (and so never promotes to a shared allocation).
     frame.advance(start);
     frame
+}
+
+/// The payload of a server frame (unmasked, built here).
+pub fn payload_of(frame: &[u8]) -> &[u8] {
+    let start = match frame.get(1) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(start..).unwrap_or(&[])
 }
 
 fn frame_from(payload: &[u8], opcode: OpCode) -> Bytes {

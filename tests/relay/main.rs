@@ -7,6 +7,7 @@ mod support;
 mod access;
 mod binary;
 mod cross_shard;
+mod deflate;
 mod edges;
 mod endpoints;
 mod faults;
