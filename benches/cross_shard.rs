@@ -24,7 +24,7 @@ use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use itty_relay::id::ChannelToken;
 use itty_relay::shard::links::PeerLink;
-use itty_relay::shard::message::{Batch, ShardMsg};
+use itty_relay::shard::message::{Batch, Frames, ShardMsg};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ const FRAME: &[u8] = b"\x81\x1f{\"id\":\"2Vx\",\"date\":1,\"message\":1}";
 fn msg() -> ShardMsg {
     ShardMsg::FanOut {
         token: ChannelToken(7),
-        frame: Bytes::from_static(FRAME),
+        frames: Frames::plain(Bytes::from_static(FRAME)),
         except: None,
     }
 }
