@@ -23,6 +23,7 @@ fn join_request(conn: u64, keys: KeyCheck) -> JoinRequest {
         announce: true,
         list: false,
         keys,
+        deflate: None,
     }
 }
 
@@ -64,7 +65,7 @@ fn a_join_answers_the_home_first_then_fans_the_event_out_to_every_home() {
     let fan_outs: Vec<_> = fx
         .iter()
         .filter_map(|(s, m)| match m {
-            ShardMsg::FanOut { except, frame, .. } => Some((s.0, *except, text(frame))),
+            ShardMsg::FanOut { except, frames, .. } => Some((s.0, *except, text(&frames.plain))),
             _ => None,
         })
         .collect();
@@ -132,7 +133,7 @@ fn totals_follow_joins_and_leaves() {
     let frames: Vec<_> = fx
         .iter()
         .map(|(s, m)| match m {
-            ShardMsg::FanOut { frame, .. } => (s.0, text(frame)),
+            ShardMsg::FanOut { frames, .. } => (s.0, text(&frames.plain)),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -203,9 +204,9 @@ fn a_broadcast_skips_the_sender_unless_it_asked_for_echo_and_ids_are_unique() {
         };
         o.publish(publish, 5, &mut fx);
         match &fx.iter().collect::<Vec<_>>()[..] {
-            [(ShardId(0), ShardMsg::FanOut { except, frame, .. })] => {
+            [(ShardId(0), ShardMsg::FanOut { except, frames, .. })] => {
                 assert_eq!(*except, (!echo).then_some(ConnId(0)));
-                let t = text(frame);
+                let t = text(&frames.plain);
                 let id = t.split('"').nth(3).unwrap().to_owned();
                 assert!(ids.insert(id), "message ids are unique");
             }
