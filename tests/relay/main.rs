@@ -6,6 +6,7 @@ mod support;
 
 mod access;
 mod binary;
+mod browser;
 mod cross_shard;
 mod edges;
 mod endpoints;
