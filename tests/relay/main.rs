@@ -6,7 +6,6 @@ mod support;
 
 mod access;
 mod binary;
-mod browser;
 mod cross_shard;
 mod edges;
 mod endpoints;

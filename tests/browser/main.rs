@@ -1,14 +1,30 @@
 //! In headless Chromium (Debian's `/usr/bin/chromium`, driven by
-//! playwright-core from tests/browser/): the stock `itty-sockets` client in
+//! playwright-core from this folder): the stock `itty-sockets` client in
 //! real pages, and the relay's own pages (`/status` under load, `/`).
-//! Each test boots the real relay with two shards and runs one Node script;
-//! a failure shows the pages' console.
+//! Each test boots the real relay with two shards (the `tests/relay`
+//! helper) and runs one Node script; a failure shows the pages' console.
+//!
+//! A test binary of its own: cargo runs test binaries one after another,
+//! so Chromium never takes the two cpus from the relay suite's
+//! timing-sensitive tests (the no-loss ledger, the fault tests), and the
+//! two tests here take turns (`ONE_BROWSER_AT_A_TIME`).
 
-use crate::support::*;
+#[path = "../relay/run_log.rs"]
+mod run_log;
+// The process helpers (`spawn_relay`) are not needed here.
+#[allow(unused_imports)]
+#[path = "../relay/support/mod.rs"]
+mod support;
+
 use itty_relay::id::ShardId;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::*;
+
+/// One Chromium at a time: the status test measures while it loads.
+static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Upper bound on one script (each runs in about 10 to 30 s).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
@@ -30,6 +46,9 @@ fn run_script(script: &str, env: &[(&str, String)]) {
         Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
         "Chromium is missing: apt-get install chromium (.ci/run does)"
     );
+    let _turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut command = Command::new("node");
     command
         .arg("--test-reporter=spec")

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# What the status page's polling costs a relay under load. One shard pinned
+# to cpu 0 (so every poll lands on the shard doing the fan-out); the
+# generator on cpu 1 at a fixed rate below saturation; runs alternate
+# without and with a poller that fetches /status.json once a second on one
+# keep-alive connection, as the page does. Then, apart, the cost of one
+# snapshot: the relay's cpu time over N back-to-back /status.json requests.
+#
+# Prints one Markdown row per run. Usage:
+#   loadtest/status-poll-cost.sh [PAIRS] [MEMBERS] [RATE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pairs=${1:-3}
+members=${2:-500}
+rate=${3:-1000}
+port=${PORT:-18300}
+cargo build --release -q -p itty-relay -p itty-loadtest
+out=$(mktemp -d)
+lifted=(--upgrades-per-ip-per-sec 100000 --upgrades-per-ip-burst 100000)
+
+# The page's polling: one keep-alive connection, one GET a second, until killed.
+poller() {
+  taskset -c 1 python3 - "$port" <<'PY'
+import http.client, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+while True:
+    conn.request("GET", "/status.json")
+    body = conn.getresponse().read()
+    assert body.startswith(b'{"version"'), body[:80]
+    time.sleep(1)
+PY
+}
+
+# Relay cpu time in seconds (utime + stime of /proc/PID/stat).
+cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+echo "| run | poller | deliveries/s | p50 ms | p99 ms | max ms | lost | relay cpu s | load before |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for pair in $(seq "$pairs"); do
+  for polled in no yes; do
+    taskset -c 0 ./target/release/itty-relay --listen "127.0.0.1:$port" --shards 1 --log warn "${lifted[@]}" \
+      --messages-per-conn-per-sec 1000000 --messages-per-conn-burst 1000000 &
+    relay=$!
+    sleep 0.5
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    poll=
+    if [ "$polled" = yes ]; then poller & poll=$!; fi
+    ./target/release/itty-loadtest fanout --url "ws://127.0.0.1:$port" --channel "poll-cost-$pair-$polled" \
+      --members "$members" --publishers 1 --rate "$rate" --payload-bytes 64 --duration 15 --grace 3 \
+      --cpus 1 --relay-pid "$relay" --json > "$out/run.json" 2>"$out/run.err" || true
+    [ -n "$poll" ] && { kill "$poll"; wait "$poll" 2>/dev/null || true; }
+    kill "$relay"; wait "$relay" 2>/dev/null || true
+    python3 - "$out/run.json" "$pair" "$polled" "$load" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {d['deliveries_per_s']:,.0f} | {d['latency_ms_p50']:.2f} | "
+      f"{d['latency_ms_p99']:.2f} | {d['latency_ms_max']:.1f} | {d['lost']} | {d['relay_cpu_s']:.2f} | {sys.argv[4]} |")
+PY
+    sleep 1
+  done
+done
+
+# One snapshot's cost, apart: N requests on one keep-alive connection
+# against an idle relay, its cpu time before and after.
+n=${SNAPSHOTS:-20000}
+taskset -c 0 ./target/release/itty-relay --listen "127.0.0.1:$port" --shards 1 --log warn &
+relay=$!
+sleep 0.5
+before=$(cpu_s "$relay")
+taskset -c 1 python3 - "$port" "$n" <<'PY'
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+for _ in range(int(sys.argv[2])):
+    conn.request("GET", "/status.json")
+    conn.getresponse().read()
+PY
+after=$(cpu_s "$relay")
+kill "$relay"; wait "$relay" 2>/dev/null || true
+awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN {
+  printf "\none /status.json (one shard, idle relay): %d requests, relay cpu %.2f s, %.1f us each\n", n, a - b, (a - b) / n * 1e6 }'
