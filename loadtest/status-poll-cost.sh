@@ -4,14 +4,16 @@
 # generator on cpu 1 at a fixed rate below saturation; runs alternate
 # without and with a poller that fetches /status.json once a second on one
 # keep-alive connection, as the page does. Then, apart, the cost of one
-# snapshot: the relay's cpu time over N back-to-back /status.json requests.
+# request: the relay's cpu time over N back-to-back requests of /version
+# (the cheapest answer), /status.json and /metrics on an idle relay; the
+# difference from /version is what building the snapshot costs.
 #
 # Prints one Markdown row per run. Usage:
 #   loadtest/status-poll-cost.sh [PAIRS] [MEMBERS] [RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-3}
-members=${2:-500}
+members=${2:-200}
 rate=${3:-1000}
 port=${PORT:-18300}
 cargo build --release -q -p itty-relay -p itty-loadtest
@@ -20,7 +22,7 @@ lifted=(--upgrades-per-ip-per-sec 100000 --upgrades-per-ip-burst 100000)
 
 # The page's polling: one keep-alive connection, one GET a second, until killed.
 poller() {
-  taskset -c 1 python3 - "$port" <<'PY'
+  exec taskset -c 1 python3 - "$port" <<'PY'
 import http.client, sys, time
 conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
 while True:
@@ -41,7 +43,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for pair in $(seq "$pairs"); do
   for polled in no yes; do
     taskset -c 0 ./target/release/itty-relay --listen "127.0.0.1:$port" --shards 1 --log warn "${lifted[@]}" \
-      --messages-per-conn-per-sec 1000000 --messages-per-conn-burst 1000000 &
+      --messages-per-conn-per-sec 1000000 --messages-per-conn-burst 1000000 >/dev/null 2>&1 &
     relay=$!
     sleep 0.5
     load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -62,21 +64,28 @@ PY
   done
 done
 
-# One snapshot's cost, apart: N requests on one keep-alive connection
-# against an idle relay, its cpu time before and after.
-n=${SNAPSHOTS:-20000}
-taskset -c 0 ./target/release/itty-relay --listen "127.0.0.1:$port" --shards 1 --log warn &
-relay=$!
-sleep 0.5
-before=$(cpu_s "$relay")
-taskset -c 1 python3 - "$port" "$n" <<'PY'
+# One request's cost, apart: N requests of each path on one keep-alive
+# connection against an idle relay, its cpu time before and after.
+n=${REQUESTS:-20000}
+echo
+echo "| path | requests | relay cpu s | relay cpu per request, us |"
+echo "|---|---|---|---|"
+for round in 1 2; do
+  for path in /version /status.json /metrics; do
+    taskset -c 0 ./target/release/itty-relay --listen "127.0.0.1:$port" --shards 1 --log warn >/dev/null 2>&1 &
+    relay=$!
+    sleep 0.5
+    before=$(cpu_s "$relay")
+    taskset -c 1 python3 - "$port" "$n" "$path" <<'PY'
 import http.client, sys
 conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
 for _ in range(int(sys.argv[2])):
-    conn.request("GET", "/status.json")
+    conn.request("GET", sys.argv[3])
     conn.getresponse().read()
 PY
-after=$(cpu_s "$relay")
-kill "$relay"; wait "$relay" 2>/dev/null || true
-awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN {
-  printf "\none /status.json (one shard, idle relay): %d requests, relay cpu %.2f s, %.1f us each\n", n, a - b, (a - b) / n * 1e6 }'
+    after=$(cpu_s "$relay")
+    kill "$relay"; wait "$relay" 2>/dev/null || true
+    awk -v p="$path" -v b="$before" -v a="$after" -v n="$n" 'BEGIN {
+      printf "| %s | %d | %.2f | %.1f |\n", p, n, a - b, (a - b) / n * 1e6 }'
+  done
+done

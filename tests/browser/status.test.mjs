@@ -216,6 +216,8 @@ pageTest('the status page follows a load and agrees with /metrics', async () => 
     }
     before = s
     checks++
+    // The README's picture: the last one taken before the load ends.
+    await page.screenshot({ path: join(SCREENSHOTS, 'status.png'), clip: { x: 0, y: 0, width: VIEWPORT.width, height: 560 } })
   }
   // The page's snapshots are about a second apart (the page waits 1 s after
   // each answer; every one of them was seen here, or the gap is two).
@@ -247,7 +249,7 @@ pageTest('the status page follows a load and agrees with /metrics', async () => 
   assert.equal(quiet.tiles['deliveries /s'], '0')
   // A few seconds of quiet, so the picture shows the rise and the fall.
   await page.waitForTimeout(3000)
-  await page.screenshot({ path: join(SCREENSHOTS, 'status.png'), clip: { x: 0, y: 0, width: VIEWPORT.width, height: 560 } })
+  await page.screenshot({ path: join(SCREENSHOTS, 'status-after.png'), clip: { x: 0, y: 0, width: VIEWPORT.width, height: 560 } })
   assert.deepEqual(errorsOf(page), [], 'console errors')
 })
 
