@@ -62,6 +62,7 @@ impl Page {
 pub struct Context<'a> {
     /// Every shard's counters (the same blocks `/metrics` reads).
     pub metrics: &'a [ShardCounters],
+    /// The settings: the limits shown, and where `/metrics` is served.
     pub config: &'a Config,
     /// The serving shard's coarse clock: ms since it started.
     pub uptime_ms: u64,
