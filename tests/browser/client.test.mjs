@@ -8,8 +8,9 @@
 //   RELAY_HTTP=http://127.0.0.1:PORT NAMESPACE=browserns JOIN_KEY=bk \
 //   OWNED_BY_0=<channel> OWNED_BY_1=<channel> node --test-reporter=spec client.test.mjs
 //
-// tests/relay/browser.rs boots the relay (default message limits, upgrade
-// limits lifted, the namespace) and runs this. A failing test prints every
+// tests/browser/main.rs boots the relay (the default message burst and
+// warnings, refilled at 1/s; upgrade limits lifted; the namespace) and runs
+// this. A failing test prints every
 // page's console.
 
 import test, { before, after } from 'node:test'
@@ -243,13 +244,15 @@ browserTest('a page sending over its rate gets the rate-limit error event', asyn
   // The listener got the burst, in order, and none of what was dropped.
   const got = await expectEvents(listener, 'c', 'message', 100)
   assert.deepEqual(got.slice(0, 100).map(e => e.message.i), [...Array(100).keys()])
-  // The bucket refills at 40/s while the 102 go out: one more may pass,
-  // never both.
+  // The bucket refills (at 1/s here, see main.rs) while the 102 go out:
+  // one more may pass, never both.
   await listener.waitForTimeout(200)
   const all = (await events(listener, 'c', 'message')).map(e => e.message.i)
   assert.ok(all.length <= 101, `at most the burst and a refill got through: ${all.length}`)
   assert.deepEqual(all, [...all].sort((x, y) => x - y), 'in order')
-  // Warned, not kicked: the page is still on the channel.
+  // Warned, not kicked: once its bucket refilled (1/s), the page still
+  // publishes on the channel.
+  await flooder.waitForTimeout(1500)
   await send(flooder, 'c', 'still here')
   await listener.waitForFunction(() => window.events.c.some(e => e.message === 'still here'), null, { timeout: EVENT_MS })
   assertNoConsoleErrors()

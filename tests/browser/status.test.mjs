@@ -7,7 +7,7 @@
 //   RELAY_HTTP=http://127.0.0.1:PORT LOAD_CHANNEL=<name> SCREENSHOTS=<dir> \
 //   node --test-reporter=spec status.test.mjs
 //
-// tests/relay/browser.rs boots the relay (two shards, limits lifted) and
+// tests/browser/main.rs boots the relay (two shards, limits lifted) and
 // runs this.
 
 import test, { before, after } from 'node:test'
