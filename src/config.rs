@@ -150,10 +150,10 @@ options! {
     /// WebSocket connections one shard serves at most; more upgrades get
     /// 503. Default 100000 (about 0.5 GB of relay memory at ~5 KB each).
     connections_per_shard_max: usize = 100_000;
-    /// Where `GET /metrics` is served: `main` (the main listener, the
-    /// default), `off`, or an address such as `127.0.0.1:9090` (a separate
-    /// listener, served by shard 0, answering only /metrics, /health and
-    /// /version).
+    /// Where `GET /metrics` and the status page (`/status`, `/status.json`)
+    /// are served: `main` (the main listener, the default), `off`, or an
+    /// address such as `127.0.0.1:9090` (a separate listener, served by
+    /// shard 0, answering only those, /health and /version).
     metrics: MetricsEndpoint = MetricsEndpoint::Main;
     /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the
     /// client for limits and bans: addresses or CIDR ranges, comma-separated

@@ -59,6 +59,7 @@
 //! | [`id`] | shard, connection and channel ids; uids; message ids |
 //! | [`metrics`] | per-shard counters, summed when scraped |
 //! | [`wake`] | `WakerSlot`, `WakerList`: where a task parks |
+//! | [`status`] | the landing page (`/`), the live status page (`/status`) and its JSON snapshot of the same counters, embedded assets |
 
 pub mod access;
 pub mod config;
@@ -74,6 +75,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod status;
 pub mod wake;
 pub mod ws;
 

@@ -27,10 +27,13 @@ macro_rules! counters {
             pub push_requests: [Counter; PushStatus::COUNT],
         }
 
-        const COUNTER_NAMES: &[(&str, &str)] = &[ $( (stringify!($name), concat!($($doc),*)), )* ];
+        /// The plain counters' names (as in `itty_<name>[_total]`) and help
+        /// texts, in the order of `ShardCounters::values`.
+        pub const COUNTER_NAMES: &[(&str, &str)] = &[ $( (stringify!($name), concat!($($doc),*)), )* ];
 
         impl ShardCounters {
-            fn values(&self) -> Vec<u64> {
+            /// The plain counters' values, in the order of `COUNTER_NAMES`.
+            pub fn values(&self) -> Vec<u64> {
                 vec![ $( self.$name.get(), )* ]
             }
         }
@@ -121,6 +124,11 @@ impl ShardCounters {
     }
 }
 
+/// Whether the plain counter `name` is a gauge (a level, not a total).
+pub fn is_gauge(name: &str) -> bool {
+    matches!(name, "connections_open" | "channels")
+}
+
 /// Writes one labelled counter family: a line per shard and label.
 fn render_family(
     out: &mut String,
@@ -144,7 +152,8 @@ fn render_family(
     }
 }
 
-fn labels<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<&'static str> {
+/// The labels of a family's variants, in counter order.
+pub fn labels<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<&'static str> {
     all.iter().map(|&v| label(v)).collect()
 }
 
@@ -153,11 +162,7 @@ pub fn render(metrics: &[ShardCounters]) -> String {
     let mut out = String::with_capacity(4096);
     let per_shard: Vec<Vec<u64>> = metrics.iter().map(|m| m.values()).collect();
     for (i, (name, help)) in COUNTER_NAMES.iter().enumerate() {
-        let kind = if matches!(*name, "connections_open" | "channels") {
-            "gauge"
-        } else {
-            "counter"
-        };
+        let kind = if is_gauge(name) { "gauge" } else { "counter" };
         let full = if kind == "counter" {
             format!("itty_{name}_total")
         } else {

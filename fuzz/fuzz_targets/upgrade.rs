@@ -261,7 +261,7 @@ fn check_route(head: &RequestHead, request: Option<&Request>) {
             assert!(head.target.starts_with("/push/"));
             assert!(!channel.is_empty() && channel.len() <= 256);
         }
-        Ok(Endpoint::Version | Endpoint::Health | Endpoint::Metrics) => {
+        Ok(Endpoint::Version | Endpoint::Health | Endpoint::Metrics | Endpoint::Page(_)) => {
             assert!(head.method == "GET" || head.method == "HEAD");
         }
         Err(refusal) => {

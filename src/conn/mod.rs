@@ -37,7 +37,7 @@ pub enum Listener {
     /// The main listener: everything docs/PROTOCOL.md section 1 lists.
     Main,
     /// The separate metrics listener (`--metrics ADDR`): `/metrics`,
-    /// `/health` and `/version` only.
+    /// `/status`, `/status.json`, `/health` and `/version` only.
     Metrics,
 }
 
@@ -120,8 +120,12 @@ fn listener_endpoint(
         (Listener::Metrics, Ok(e @ (Endpoint::Version | Endpoint::Health | Endpoint::Metrics))) => {
             Ok(e)
         }
+        (Listener::Metrics, Ok(Endpoint::Page(p))) if p.beside_metrics() => Ok(Endpoint::Page(p)),
         (Listener::Metrics, _) => Err(Refusal::not_found()),
         (_, Ok(Endpoint::Metrics)) if !serves_metrics(shard, listener) => Err(Refusal::not_found()),
+        (_, Ok(Endpoint::Page(p))) if p.beside_metrics() && !serves_metrics(shard, listener) => {
+            Err(Refusal::not_found())
+        }
         (_, endpoint) => endpoint,
     }
 }
@@ -177,6 +181,14 @@ async fn serve_endpoint(
             let body = crate::metrics::render(shard.metrics()).into_bytes();
             let response = Response::text(200, body).with_content_type(METRICS_CONTENT_TYPE);
             Next::Respond(response.keep_alive(keep_alive))
+        }
+        Endpoint::Page(page) => {
+            let context = crate::status::Context {
+                metrics: shard.metrics(),
+                config: shard.config(),
+                uptime_ms: shard.clock_ms(),
+            };
+            Next::Respond(crate::status::render(page, &context).keep_alive(keep_alive))
         }
     }
 }

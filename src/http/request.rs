@@ -45,6 +45,8 @@ pub enum Endpoint {
     Version,
     Health,
     Metrics,
+    /// One of the relay's own pages: `/`, `/status`, `/status.json`.
+    Page(crate::status::Page),
 }
 
 /// A request the server answers with an error and then closes.
@@ -114,6 +116,9 @@ pub fn endpoint(head: &RequestHead) -> Result<Endpoint, Refusal> {
         });
     }
 
+    if let Some(page) = crate::status::Page::at(path) {
+        return plain_get(head, Endpoint::Page(page));
+    }
     match path {
         "/__echo" => accept_upgrade(head).map(|accept_key| Endpoint::Echo { accept_key }),
         "/version" => plain_get(head, Endpoint::Version),
@@ -514,8 +519,26 @@ mod tests {
     }
 
     #[test]
+    fn own_pages_are_plain_gets() {
+        use crate::status::Page;
+        assert_eq!(
+            endpoint(&req("GET", "/")),
+            Ok(Endpoint::Page(Page::Landing))
+        );
+        assert_eq!(
+            endpoint(&req("HEAD", "/status")),
+            Ok(Endpoint::Page(Page::Status))
+        );
+        assert_eq!(
+            endpoint(&req("GET", "/status.json?t=1")),
+            Ok(Endpoint::Page(Page::StatusJson))
+        );
+        assert_eq!(refused(&req("POST", "/")), (405, one("Allow", "GET")));
+    }
+
+    #[test]
     fn unknown_paths_are_404() {
-        for target in ["/", "/c", "/version/", "/push", "/x/c/y", "*"] {
+        for target in ["/c", "/version/", "/push", "/x/c/y", "*"] {
             let refusal = endpoint(&req("GET", target)).unwrap_err();
             assert_eq!(refusal, Refusal::new(404, "not found"), "{target}");
         }

@@ -15,6 +15,7 @@ mod limits;
 mod no_listing;
 mod no_loss;
 mod node_client;
+mod pages;
 mod protocol;
 mod push;
 mod scale;

@@ -40,7 +40,9 @@ fn nothing_lists_channels_or_users_beyond_the_protocol() {
 
     let version = env!("CARGO_PKG_VERSION");
     for (path, status, body) in [
-        ("/", 404, Some("not found")),
+        ("/", 200, None),
+        ("/status", 200, None),
+        ("/status.json", 200, None),
         ("/channels", 404, Some("not found")),
         ("/users", 404, Some("not found")),
         ("/list", 404, Some("not found")),
