@@ -40,3 +40,27 @@ fn stock_itty_sockets_client_works_unchanged() {
         "{stdout}"
     );
 }
+
+/// The same client with `ws`' default permessage-deflate offer against a
+/// relay with compression on: tests/node/deflate.test.mjs.
+#[test]
+fn stock_itty_sockets_client_with_permessage_deflate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let relay = relay_with(|c| c.compression = itty_relay::config::Switch::On);
+    let output = Command::new("node")
+        .arg("--test-reporter=spec")
+        .arg(dir.join("deflate.test.mjs"))
+        .env("RELAY_URL", format!("ws://{}", relay.addr))
+        .output()
+        .expect("node is installed (Node 20)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node deflate tests failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("pass 1"),
+        "the node test did not run:\n{stdout}"
+    );
+}
