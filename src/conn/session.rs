@@ -349,10 +349,10 @@ fn handle(
         }
         (Message::Pong(_), _) => {}
         (Message::Text(text), Role::Echo) => {
-            conn.deliver(shard.text_frame_for(conn, text));
+            conn.deliver(shard.echo_frame(conn, text, false));
         }
         (Message::Binary(data), Role::Echo) => {
-            conn.deliver(frame::binary_frame(data));
+            conn.deliver(shard.echo_frame(conn, data, true));
         }
         // Checked in docs/PROTOCOL.md section 4's order: size (the codec, 1009),
         // rate limit, send key, then what the message is.

@@ -166,13 +166,19 @@ impl Shard {
         &self.inflater
     }
 
-    /// A text frame of `payload` for one connection: compressed (with the
-    /// owner's compressor) when it negotiated deflate and the payload is
-    /// worth it, else plain. The echo endpoint's answers.
-    pub fn text_frame_for(&self, conn: &ConnHandle, payload: &[u8]) -> Bytes {
+    /// The echo endpoint's answer to a text or binary message: compressed
+    /// (with the owner's compressor) whenever the connection negotiated
+    /// deflate, whatever its size, so the conformance suite exercises the
+    /// compressed path for every message; plain otherwise.
+    pub fn echo_frame(&self, conn: &ConnHandle, payload: &[u8], binary: bool) -> Bytes {
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
         conn.deflate_window()
-            .and_then(|bits| self.owner.borrow_mut().compress(payload, bits))
-            .unwrap_or_else(|| crate::ws::frame::text_frame(payload))
+            .and_then(|bits| self.owner.borrow_mut().compress_always(payload, opcode, bits))
+            .unwrap_or_else(|| match binary {
+                true => crate::ws::frame::binary_frame(payload),
+                false => crate::ws::frame::text_frame(payload),
+            })
     }
 
     pub fn message_rate(&self) -> Rate {

@@ -148,6 +148,22 @@ impl Compressor {
     /// The compressed text frame (RSV1 set) of `payload`, or `None` when it
     /// would not be smaller than the plain frame's payload.
     pub fn text_frame(&mut self, payload: &[u8], window_bits: u8) -> Option<Bytes> {
+        self.frame(payload, OpCode::Data(Data::Text), window_bits, false)
+    }
+
+    /// The compressed frame of `payload` with `opcode`, smaller or not
+    /// (`None` only if zlib fails): the echo endpoint's answers.
+    pub fn frame_always(&mut self, payload: &[u8], opcode: OpCode, window_bits: u8) -> Option<Bytes> {
+        self.frame(payload, opcode, window_bits, true)
+    }
+
+    fn frame(
+        &mut self,
+        payload: &[u8],
+        opcode: OpCode,
+        window_bits: u8,
+        even_if_larger: bool,
+    ) -> Option<Bytes> {
         let bits = window_bits.clamp(WINDOW_BITS_MIN, WINDOW_BITS_MAX);
         let stream = self.streams[(bits - WINDOW_BITS_MIN) as usize].get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(LEVEL), false, bits)
@@ -171,10 +187,10 @@ impl Compressor {
             }
         }
         out.truncate(out.len() - SYNC_TAIL.len());
-        if out.len() - header >= payload.len() {
+        if out.len() - header >= payload.len() && !even_if_larger {
             return None;
         }
-        Some(finish_frame_with(out, OpCode::Data(Data::Text), true))
+        Some(finish_frame_with(out, opcode, true))
     }
 }
 

@@ -8,6 +8,11 @@
 #   2. /c/autobahn?echo=true, the framing sections (2 pings and pongs,
 #      3 reserved bits, 4 opcodes, 7 closing), one case at a time (every case
 #      joins the same channel): expected-channel.txt.
+#   3. permessage-deflate, sections 12 and 13, against /__echo of a second
+#      relay with `--compression on` and a 256 KiB message limit (12's
+#      largest messages are 128 KiB): expected-deflate.txt. CI runs the
+#      messages up to 4 KiB (the first nine sizes of every data set, 108
+#      cases); AUTOBAHN_DEFLATE=all runs all 216 (about 5 minutes here).
 #
 # The relay runs with its defaults (the 100 KiB message limit included, so
 # section 9's larger messages end in 1009 as they would for users) except two:
@@ -69,6 +74,35 @@ run_cases() {
 run_cases echo "ws://$addr/__echo" -p 2 -x '12.*' -x '13.*'
 run_cases channel "ws://$addr/c/autobahn?echo=true" -p 1 -i '2.*' -i '3.*' -i '4.*' -i '7.*'
 
+# Section 3: a second relay, compression on.
+: >"$out/relay-deflate.log"
+NO_COLOR=1 RUST_LOG=info target/release/itty-relay \
+  --listen 127.0.0.1:0 --shards 2 --pin false --echo-endpoint true \
+  --compression on --message-bytes-max 262144 \
+  --upgrades-per-ip-per-sec 100000 --upgrades-per-ip-burst 100000 \
+  >"$out/relay-deflate.log" 2>&1 &
+deflate_relay=$!
+trap 'kill "$relay" "$deflate_relay" 2>/dev/null || true' EXIT
+deflate_addr=
+for _ in $(seq 100); do
+  deflate_addr=$(sed -n 's/.*local_addr=\([0-9.:]*\).*/\1/p' "$out/relay-deflate.log" | head -n 1)
+  [ -n "$deflate_addr" ] && break
+  sleep 0.1
+done
+[ -n "$deflate_addr" ] || { cat "$out/relay-deflate.log" >&2; exit 1; }
+if [ "${AUTOBAHN_DEFLATE:-ci}" = all ]; then
+  run_cases deflate "ws://$deflate_addr/__echo" -p 2 -i '12.*' -i '13.*'
+else
+  run_cases deflate "ws://$deflate_addr/__echo" -p 2 -i '12.*.[1-9]' -i '13.*.[1-9]'
+fi
+kill -TERM "$deflate_relay"
+wait "$deflate_relay" || { echo "the deflate relay did not exit cleanly" >&2; exit 1; }
+if grep -qi panic "$out/relay-deflate.log"; then
+  grep -i -m 5 panic "$out/relay-deflate.log" >&2
+  exit 1
+fi
+trap 'kill "$relay" 2>/dev/null || true' EXIT
+
 # It drains within shutdown_timeout_ms (5 s by default).
 kill -TERM "$relay"
 for _ in $(seq 100); do
@@ -99,4 +133,7 @@ ok=0
 python3 "$here/compare.py" "$here/expected-echo.txt" "$out/echo" || ok=1
 python3 "$here/compare.py" "$here/expected-channel.txt" "$out/channel" \
   --same-framing-as "$out/echo" || ok=1
+subset=--subset
+[ "${AUTOBAHN_DEFLATE:-ci}" = all ] && subset=
+python3 "$here/compare.py" "$here/expected-deflate.txt" "$out/deflate" $subset || ok=1
 exit "$ok"
