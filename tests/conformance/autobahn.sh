@@ -11,8 +11,9 @@
 #   3. permessage-deflate, sections 12 and 13, against /__echo of a second
 #      relay with `--compression on` and a 256 KiB message limit (12's
 #      largest messages are 128 KiB): expected-deflate.txt. CI runs the
-#      messages up to 4 KiB (the first nine sizes of every data set, 108
-#      cases); AUTOBAHN_DEFLATE=all runs all 216 (about 5 minutes here).
+#      first seven rows of every data set (84 cases, about a tenth of the
+#      whole run's time); AUTOBAHN_DEFLATE=all runs all 216 (about 5
+#      minutes here).
 #
 # The relay runs with its defaults (the 100 KiB message limit included, so
 # section 9's larger messages end in 1009 as they would for users) except two:
@@ -93,7 +94,12 @@ done
 if [ "${AUTOBAHN_DEFLATE:-ci}" = all ]; then
   run_cases deflate "ws://$deflate_addr/__echo" -p 2 -i '12.*' -i '13.*'
 else
-  run_cases deflate "ws://$deflate_addr/__echo" -p 2 -i '12.*.[1-9]' -i '13.*.[1-9]'
+  # kosoku's -i takes ids and `*` globs only: the rows are listed.
+  rows=()
+  for group in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do
+    for row in 1 2 3 4 5 6 7; do rows+=(-i "$group.$row"); done
+  done
+  run_cases deflate "ws://$deflate_addr/__echo" -p 2 "${rows[@]}"
 fi
 kill -TERM "$deflate_relay"
 wait "$deflate_relay" || { echo "the deflate relay did not exit cleanly" >&2; exit 1; }
