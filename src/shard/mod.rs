@@ -174,7 +174,11 @@ impl Shard {
         use tungstenite::protocol::frame::coding::{Data, OpCode};
         let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
         conn.deflate_window()
-            .and_then(|bits| self.owner.borrow_mut().compress_always(payload, opcode, bits))
+            .and_then(|bits| {
+                self.owner
+                    .borrow_mut()
+                    .compress_always(payload, opcode, bits)
+            })
             .unwrap_or_else(|| match binary {
                 true => crate::ws::frame::binary_frame(payload),
                 false => crate::ws::frame::text_frame(payload),

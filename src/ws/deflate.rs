@@ -153,7 +153,12 @@ impl Compressor {
 
     /// The compressed frame of `payload` with `opcode`, smaller or not
     /// (`None` only if zlib fails): the echo endpoint's answers.
-    pub fn frame_always(&mut self, payload: &[u8], opcode: OpCode, window_bits: u8) -> Option<Bytes> {
+    pub fn frame_always(
+        &mut self,
+        payload: &[u8],
+        opcode: OpCode,
+        window_bits: u8,
+    ) -> Option<Bytes> {
         self.frame(payload, opcode, window_bits, true)
     }
 
