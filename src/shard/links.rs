@@ -27,6 +27,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Backlog slots a link keeps once a burst is over (a few cache lines of
+/// messages); the sweep frees the rest, as it does connections' queues.
+const IDLE_BACKLOG_SLOTS: usize = 64;
+
 /// Every shard's congestion flag, each written only by its shard: set
 /// while that shard has a congested forward link.
 pub type Congestion = Arc<[AtomicBool]>;
@@ -60,6 +64,14 @@ impl PeerLink {
 
     pub fn backlog_len(&self) -> usize {
         self.backlog.borrow().len()
+    }
+
+    /// Frees what a burst made the (now empty) backlog grow to.
+    pub fn shrink_idle(&self) {
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() && backlog.capacity() > IDLE_BACKLOG_SLOTS {
+            backlog.shrink_to(IDLE_BACKLOG_SLOTS);
+        }
     }
 
     /// Waits for messages, then takes up to `FORWARD_BATCH_MAX` of them as
@@ -123,6 +135,13 @@ impl Links {
             }
             Some(_) => true,
             None => false,
+        }
+    }
+
+    /// Frees what bursts left in idle backlogs (the sweep).
+    pub fn shrink_idle(&self) {
+        for link in self.peers.iter().flatten() {
+            link.shrink_idle();
         }
     }
 

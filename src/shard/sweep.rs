@@ -30,6 +30,12 @@ impl Shard {
         });
         self.admission.prune(self.now_ns());
         self.inflater.borrow_mut().shrink();
+        self.links.shrink_idle();
+        let mut inbox = self.inbox.borrow_mut();
+        if inbox.is_empty() && inbox.capacity() > 64 {
+            inbox.shrink_to(64);
+        }
+        drop(inbox);
         if self.life.trim_due() {
             release_free_memory();
         }
