@@ -171,11 +171,24 @@ options! {
     /// Compressed once per message for every member that negotiated it.
     /// Default 512.
     compression_min_bytes: usize = 512;
+    /// Run as one node of a cluster on this engine: `redis://HOST:PORT`
+    /// (a password as `redis://:PASSWORD@HOST:PORT`), or `off` (the
+    /// default: one node, no engine connection, nothing paid). Needs a
+    /// cluster secret (`ITTY_CLUSTER_SECRET` or `cluster_secret_file`).
+    backplane: Backplane = Backplane::Off;
+    /// With a backplane: silence after which a node counts as dead and its
+    /// members' leaves go out, in ms. Default 5000. Lower notices a dead
+    /// node sooner but reaps a node that stalls that long.
+    node_timeout_ms: u64 = 5_000;
     @file_only {
         /// Namespaces (docs/PROTOCOL.md section 6): `[[namespace]]` tables with
         /// `prefix` and optional `join_key` and `send_key`. Reloaded on
         /// SIGHUP without dropping a connection.
         namespace: Vec<NamespaceConfig> = Vec::new();
+        /// With a backplane: a file holding the cluster secret (at least 16
+        /// bytes, the same on every node), used when `ITTY_CLUSTER_SECRET` is
+        /// not set. Never a flag: flags show in `ps`.
+        cluster_secret_file: Option<PathBuf> = None;
     }
 }
 
@@ -230,6 +243,33 @@ impl std::str::FromStr for MetricsEndpoint {
 }
 
 impl TryFrom<String> for MetricsEndpoint {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The engine a cluster runs on (see `Config::backplane`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Backplane {
+    Off,
+    /// A Redis URL (`redis://...`).
+    Redis(String),
+}
+
+impl std::str::FromStr for Backplane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" | "" => Ok(Backplane::Off),
+            url if url.starts_with("redis://") => Ok(Backplane::Redis(url.to_owned())),
+            _ => Err("backplane must be `off` or a redis:// URL".to_owned()),
+        }
+    }
+}
+
+impl TryFrom<String> for Backplane {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         s.parse()
@@ -379,6 +419,9 @@ impl Config {
             if addr == self.listen && addr.port() != 0 {
                 return fail("metrics must listen on another address than listen (or be `main`)");
             }
+        }
+        if self.node_timeout_ms < 100 {
+            return fail("node_timeout_ms must be at least 100");
         }
         crate::access::Namespaces::build(&self.namespace)?;
         Ok(())

@@ -29,6 +29,21 @@
 //! is checked on its home shard and published through the owner like a
 //! client's message.
 //!
+//! ## Across nodes (`--backplane`, off by default)
+//!
+//! ```text
+//! node 1, owner shard: Owner::publish builds the frame ONCE, fans it out
+//!   locally, and (if members are elsewhere) appends EngineCmd::Publish
+//!   --Shard::with_owner--> lock-free queue --> bridge thread (cluster::bridge)
+//!   --one RESP3 connection: PUBLISH itty:{hash} header+frame--> Redis
+//!   --push--> node 2's bridge --queue + wake--> node 2's owner shard
+//!   (shard::cluster: Owner::engine_event) --FanOut, same bytes--> members
+//! ```
+//!
+//! Joins and leaves are Lua scripts (`cluster/lua/`) that count and
+//! publish in one step, so every node applies them in one order; each
+//! owner keeps a replica of its channels' cluster-wide members.
+//!
 //! ## Words
 //!
 //! - **shard**: one executor pinned to one cpu, and all it owns.
@@ -51,7 +66,7 @@
 //! | [`outcome`] | drop reasons, upgrade refusals, push answers: text, status, label |
 //! | [`server`] | start N shards, wait until ready, stop them |
 //! | [`router`] | who owns it: channel names, channel tokens, connection ids |
-//! | [`shard`] | one executor's parts: `Owner` (sans-IO), `Home`, `Admission`, `Links`, `Lifecycle`; `send` and `dispatch`; the join; the sweep |
+//! | [`shard`] | one executor's parts: `Owner` (sans-IO, with its cluster side in `shard/cluster.rs`), `Home`, `Admission`, `Links`, `Lifecycle`; `send` and `dispatch`; the join; the sweep |
 //! | [`conn`] | a connection: HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, gathered writer |
 //! | [`http`] | request heads (httparse), endpoints, upgrade checks, client IP, push bodies, `Response` |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
@@ -60,8 +75,10 @@
 //! | [`metrics`] | per-shard counters, summed when scraped |
 //! | [`wake`] | `WakerSlot`, `WakerList`: where a task parks |
 //! | [`status`] | the landing page (`/`), the live status page (`/status`) and its JSON snapshot of the same counters, embedded assets |
+//! | [`cluster`] | the backplane (`--backplane`): engine interface, Redis scripts, bridge thread, wire format |
 
 pub mod access;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod error;

@@ -97,6 +97,9 @@ labelled! {
         JoinKey = "join_key",
         /// The server is draining.
         Draining = "draining",
+        /// In a cluster: the engine is unreachable (or did not answer the
+        /// join in time), so no join can be decided.
+        BackplaneUnavailable = "backplane_unavailable",
     }
 }
 
@@ -104,7 +107,9 @@ impl UpgradeRefusal {
     pub fn status(self) -> u16 {
         match self {
             UpgradeRefusal::RateLimited | UpgradeRefusal::Banned => 429,
-            UpgradeRefusal::ShardFull | UpgradeRefusal::Draining => 503,
+            UpgradeRefusal::ShardFull
+            | UpgradeRefusal::Draining
+            | UpgradeRefusal::BackplaneUnavailable => 503,
             UpgradeRefusal::JoinKey => 403,
         }
     }
@@ -117,6 +122,7 @@ impl UpgradeRefusal {
             UpgradeRefusal::ShardFull => "server is full\n",
             UpgradeRefusal::JoinKey => "join key required or wrong\n",
             UpgradeRefusal::Draining => "server is shutting down\n",
+            UpgradeRefusal::BackplaneUnavailable => "cluster backplane unavailable\n",
         }
     }
 
@@ -193,6 +199,8 @@ pub enum PushAnswer {
     InvalidJson,
     /// The channel's owner shard did not answer in time.
     OwnerTimeout,
+    /// In a cluster: the engine could not be asked for the channel.
+    BackplaneUnavailable,
 }
 
 impl PushAnswer {
@@ -200,7 +208,9 @@ impl PushAnswer {
         match self {
             PushAnswer::Published { .. } => PushStatus::Ok,
             PushAnswer::MethodNotAllowed => PushStatus::MethodNotAllowed,
-            PushAnswer::Draining | PushAnswer::OwnerTimeout => PushStatus::Unavailable,
+            PushAnswer::Draining | PushAnswer::OwnerTimeout | PushAnswer::BackplaneUnavailable => {
+                PushStatus::Unavailable
+            }
             PushAnswer::RateLimited { .. } => PushStatus::TooManyRequests,
             PushAnswer::NotCovered => PushStatus::NotFound,
             PushAnswer::KeyMissing => PushStatus::Unauthorized,
@@ -234,6 +244,7 @@ impl PushAnswer {
             PushAnswer::BodyTimeout => "the body did not arrive in time",
             PushAnswer::InvalidJson => "the body is not valid JSON",
             PushAnswer::OwnerTimeout => "the channel's shard did not answer in time",
+            PushAnswer::BackplaneUnavailable => "the cluster backplane is unavailable",
         })
     }
 

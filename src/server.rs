@@ -5,7 +5,10 @@
 //! within `shutdown_timeout_ms`.
 
 use crate::access::Namespaces;
-use crate::config::{allowed_cpus, Config, MetricsEndpoint};
+use crate::cluster::bridge::Bridge;
+use crate::cluster::secret::ClusterSecret;
+use crate::cluster::Cluster;
+use crate::config::{allowed_cpus, Backplane, Config, MetricsEndpoint};
 use crate::error::Error;
 use crate::id::{random_seed, ShardId, UidCipher};
 use crate::metrics::{self, Metrics};
@@ -30,6 +33,9 @@ pub struct Server {
     /// Where reloaded namespace tables go, one queue per shard.
     reloads: Vec<std::sync::mpsc::SyncSender<Arc<Namespaces>>>,
     executors: Vec<ExecutorJoinHandle<()>>,
+    /// The backplane's thread, in a cluster; stopped after the shards.
+    bridge: Option<Bridge>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -54,12 +60,19 @@ impl Server {
             .as_ref()
             .map(|l| l.local_addr())
             .transpose()?;
+        let (cluster, mut engine_wakes) = cluster(&config, shards)?;
+        let cipher = match &cluster {
+            // Every node maps engine numbers to the same uids.
+            Some(c) => UidCipher::new(c.secret.uid_seed()),
+            None => UidCipher::new(random_seed()),
+        };
         let common = Common {
             namespaces: Arc::new(Namespaces::build(&config.namespace)?),
             config: Arc::new(config),
             metrics: metrics::new(shards),
-            cipher: UidCipher::new(random_seed()),
+            cipher,
             congested: (0..shards).map(|_| Default::default()).collect(),
+            cluster: cluster.clone(),
         };
         let (mut senders, mut receivers) = queues(shards, common.config.forward_queue_slots);
         let mut server = Server {
@@ -70,6 +83,8 @@ impl Server {
             control: Vec::with_capacity(shards),
             reloads: Vec::with_capacity(shards),
             executors: Vec::with_capacity(shards),
+            bridge: None,
+            cluster: cluster.clone(),
         };
         // One readiness channel per shard: a shard whose executor cannot
         // start drops its sender, which is noticed at once.
@@ -90,6 +105,7 @@ impl Server {
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
                 ready: ready_tx,
+                engine_wake: engine_wakes.get_mut(index).and_then(Option::take),
             };
             let placement = match common.config.pin {
                 true => Placement::Fixed(cpus[index % cpus.len()]),
@@ -103,6 +119,9 @@ impl Server {
             server.executors.push(executor);
         }
         server.wait_ready(ready)?;
+        if let Some(cluster) = &server.cluster {
+            server.bridge = Some(Bridge::start(cluster.clone())?);
+        }
         tracing::info!(%local_addr, shards, "listening");
         if let Some(addr) = metrics_addr {
             tracing::info!(%addr, "metrics listening");
@@ -143,6 +162,9 @@ impl Server {
     /// is refused and the old one stays. Returns the number of namespaces.
     pub fn reload_namespaces(&self, config: &Config) -> Result<usize, Error> {
         let namespaces = Arc::new(Namespaces::build(&config.namespace)?);
+        if let Some(cluster) = &self.cluster {
+            cluster.set_config_digest(cluster.secret.config_digest(&config.namespace));
+        }
         for (tx, socket) in self.reloads.iter().zip(&self.control) {
             tx.try_send(namespaces.clone()).map_err(|_| {
                 Error::Executor("a shard is not taking reloads (stopped or stuck)".into())
@@ -178,7 +200,17 @@ impl Server {
                 result = Err(Error::Executor(format!("shard {index}: {e}")));
             }
         }
+        // After the shards: their leaves are queued; the bridge sends
+        // them, then lets any member left leave, then disconnects.
+        if let Some(mut bridge) = self.bridge.take() {
+            bridge.stop();
+        }
         result
+    }
+
+    /// The backplane's shared state, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 }
 
@@ -195,6 +227,7 @@ struct Common {
     metrics: Metrics,
     cipher: UidCipher,
     congested: crate::shard::Congestion,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Common {
@@ -206,8 +239,36 @@ impl Common {
             self.metrics.clone(),
         );
         let (congested, namespaces) = (self.congested.clone(), self.namespaces.clone());
-        Box::new(move || Shard::new(id, shards, config, cipher, metrics, congested, namespaces))
+        let cluster = self.cluster.clone();
+        Box::new(move || {
+            let shard = Shard::new(id, shards, config, cipher, metrics, congested, namespaces);
+            match cluster {
+                Some(cluster) => shard.with_cluster(cluster),
+                None => shard,
+            }
+        })
     }
+}
+
+/// The backplane's shared state, and each shard's end of its wake-up
+/// socket (to be taken by its wiring).
+type ClusterParts = (Option<Arc<Cluster>>, Vec<Option<UnixStream>>);
+
+/// The backplane's shared state and each shard's wake-up socket, when
+/// `--backplane` is set (the secret is read here: a missing one is an
+/// error at startup, not a surprise later).
+fn cluster(config: &Config, shards: usize) -> Result<ClusterParts, Error> {
+    let Backplane::Redis(url) = &config.backplane else {
+        return Ok((None, Vec::new()));
+    };
+    let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
+    let digest = secret.config_digest(&config.namespace);
+    let (cluster, wakes) =
+        Cluster::new(url.clone(), secret, config.node_timeout_ms, digest, shards)?;
+    Ok((
+        Some(Arc::new(cluster)),
+        wakes.into_iter().map(Some).collect(),
+    ))
 }
 
 /// Reloads queued for one shard before it has taken the earlier ones: a

@@ -92,7 +92,7 @@ pub fn run(a: CeilingArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the blast server did not start"))??;
 
     let mut common = a.common.clone();
-    common.url = format!("ws://127.0.0.1:{port}");
+    common.url = vec![format!("ws://127.0.0.1:{port}")];
     common.source_ips = net::SourceSpec::Ips(net::SourceIps::default());
     let mut cfg = Config::new(&common, &a.traffic, 1.0, a.members)?;
     cfg.grace = 0.0;

@@ -175,10 +175,16 @@ async fn serve_endpoint(
             Next::Served(Box::pin(push).await)
         }
         Endpoint::Version => Next::Respond(text(200, VERSION.as_bytes())),
-        Endpoint::Health if shard.draining() => Next::Respond(text(503, b"draining\n")),
-        Endpoint::Health => Next::Respond(text(200, b"ok\n")),
+        Endpoint::Health => match shard.health() {
+            Ok(()) => Next::Respond(text(200, b"ok\n")),
+            Err(why) => Next::Respond(text(503, why.as_bytes())),
+        },
         Endpoint::Metrics => {
-            let body = crate::metrics::render(shard.metrics()).into_bytes();
+            let mut body = crate::metrics::render(shard.metrics());
+            if let Some(cluster) = shard.cluster() {
+                cluster.counters.render(&mut body, cluster.queued_bytes());
+            }
+            let body = body.into_bytes();
             let response = Response::text(200, body).with_content_type(METRICS_CONTENT_TYPE);
             Next::Respond(response.keep_alive(keep_alive))
         }

@@ -110,8 +110,8 @@ async fn answer(
         return PushAnswer::InvalidJson;
     }
     match shard.push(channel, Bytes::from(body)).await {
-        Some(recipients) => PushAnswer::Published { recipients },
-        None => PushAnswer::OwnerTimeout,
+        Ok(recipients) => PushAnswer::Published { recipients },
+        Err(answer) => answer,
     }
 }
 

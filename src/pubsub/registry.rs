@@ -154,6 +154,62 @@ impl Registry {
         Some((member, self.channels.get(&token)))
     }
 
+    // ---- for a cluster's owner (shard::cluster): a channel lives while
+    // this node has members or joins in flight on it, so creating,
+    // adding, removing and retiring are separate steps. ----
+
+    /// The channel called `name`, created empty if it is not live.
+    pub fn open(&mut self, name: &str) -> ChannelToken {
+        if let Some(&token) = self.by_name.get(name) {
+            return token;
+        }
+        let token = self.router.channel_token(self.tokens_issued);
+        self.tokens_issued += 1;
+        self.by_name.insert(name.into(), token);
+        self.channels.insert(
+            token,
+            Channel {
+                name: name.into(),
+                members: AHashMap::new(),
+                members_per_shard: vec![0; self.router.shard_count()],
+                deflate_members: [0; 7],
+                keys: Keys::default(),
+            },
+        );
+        token
+    }
+
+    /// Adds `conn` to a live channel.
+    pub fn add(&mut self, token: ChannelToken, conn: ConnId, member: Member) -> Option<&Channel> {
+        let channel = self.channels.get_mut(&token)?;
+        let deflate = member.deflate;
+        if channel.members.insert(conn, member).is_none() {
+            channel.members_per_shard[self.router.home_of(conn).index()] += 1;
+            if let Some(bits) = deflate {
+                channel.deflate_members[deflate_index(bits)] += 1;
+            }
+        }
+        Some(channel)
+    }
+
+    /// Removes `conn` without retiring the channel when it empties.
+    pub fn remove(&mut self, token: ChannelToken, conn: ConnId) -> Option<Member> {
+        let channel = self.channels.get_mut(&token)?;
+        let member = channel.members.remove(&conn)?;
+        channel.members_per_shard[self.router.home_of(conn).index()] -= 1;
+        if let Some(bits) = member.deflate {
+            channel.deflate_members[deflate_index(bits)] -= 1;
+        }
+        Some(member)
+    }
+
+    /// Forgets a channel.
+    pub fn retire(&mut self, token: ChannelToken) {
+        if let Some(channel) = self.channels.remove(&token) {
+            self.by_name.remove(&channel.name);
+        }
+    }
+
     pub fn get(&self, token: ChannelToken) -> Option<&Channel> {
         self.channels.get(&token)
     }

@@ -27,9 +27,39 @@ pub struct Home {
     /// Connections accepted so far (the local part of `ConnId`).
     conns_issued: Cell<u64>,
     /// Push requests waiting for their channel's owner to answer.
-    pending_pushes: RefCell<AHashMap<u64, Rc<ReplySlot<u32>>>>,
+    pending_pushes: RefCell<AHashMap<u64, Rc<ReplySlot<Option<u32>>>>>,
     /// Push requests issued so far (their ids).
     pushes_issued: Cell<u64>,
+    /// In a cluster: the uid numbers the engine handed this shard.
+    uid_blocks: Option<UidBlocks>,
+}
+
+/// uid numbers from the engine (`INCRBY`), unique across the cluster: the
+/// block in use and the next one, asked for when half is used.
+#[derive(Default)]
+struct UidBlocks {
+    next: Cell<u64>,
+    end: Cell<u64>,
+    spare: Cell<Option<u64>>,
+    asked: Cell<bool>,
+}
+
+impl UidBlocks {
+    fn take(&self) -> Option<u64> {
+        if self.next.get() >= self.end.get() {
+            let end = self.spare.take()?;
+            self.next.set(end - crate::cluster::UID_BLOCK);
+            self.end.set(end);
+        }
+        let n = self.next.get();
+        self.next.set(n + 1);
+        Some(n)
+    }
+
+    fn left(&self) -> u64 {
+        let spare = self.spare.get().map_or(0, |_| crate::cluster::UID_BLOCK);
+        self.end.get().saturating_sub(self.next.get()) + spare
+    }
 }
 
 impl Home {
@@ -43,6 +73,53 @@ impl Home {
             conns_issued: Cell::new(0),
             pending_pushes: RefCell::default(),
             pushes_issued: Cell::new(0),
+            uid_blocks: None,
+        }
+    }
+
+    /// A home in a cluster: uids come from the engine's blocks.
+    pub fn with_uid_blocks(mut self) -> Home {
+        self.uid_blocks = Some(UidBlocks::default());
+        self
+    }
+
+    /// Whether a new member can get a uid (always, on one node).
+    pub fn has_uids(&self) -> bool {
+        self.uid_blocks.as_ref().is_none_or(|b| b.left() > 0)
+    }
+
+    /// Whether to ask the engine for a block now (once, when less than
+    /// half a block is left).
+    pub fn wants_uid_block(&self) -> bool {
+        let Some(b) = &self.uid_blocks else {
+            return false;
+        };
+        let want = !b.asked.get() && b.left() < crate::cluster::UID_BLOCK / 2;
+        b.asked.set(b.asked.get() || want);
+        want
+    }
+
+    /// The engine answered: a block ending at `end`.
+    pub fn add_uid_block(&self, end: u64) {
+        let Some(b) = &self.uid_blocks else {
+            return;
+        };
+        b.asked.set(false);
+        if end < crate::cluster::UID_BLOCK {
+            return;
+        }
+        if b.next.get() >= b.end.get() {
+            b.next.set(end - crate::cluster::UID_BLOCK);
+            b.end.set(end);
+        } else {
+            b.spare.set(Some(end));
+        }
+    }
+
+    /// The engine was lost: a block asked for may never come.
+    pub fn forget_uid_request(&self) {
+        if let Some(b) = &self.uid_blocks {
+            b.asked.set(false);
         }
     }
 
@@ -51,13 +128,14 @@ impl Home {
         let local = self.conns_issued.get();
         self.conns_issued.set(local + 1);
         let id = self.router.conn_id(local);
-        let conn = Rc::new(ConnHandle::new(
-            id,
-            self.cipher.uid(id),
-            echo,
-            queued_bytes_max,
-            now_ms,
-        ));
+        // In a cluster a member's uid comes from the engine's numbers (the
+        // echo endpoint, which joins nothing, may use its own).
+        let number = self.uid_blocks.as_ref().and_then(UidBlocks::take);
+        let uid = match number {
+            Some(n) => self.cipher.uid(ConnId(n % crate::limits::UID_SPACE)),
+            None => self.cipher.uid(id),
+        };
+        let conn = Rc::new(ConnHandle::new(id, uid, echo, queued_bytes_max, now_ms));
         self.conns.borrow_mut().insert(id, conn.clone());
         conn
     }
@@ -141,7 +219,7 @@ impl Home {
     }
 
     /// A new push request: its id and the slot its answer lands in.
-    pub fn await_push(&self) -> (u64, Rc<ReplySlot<u32>>) {
+    pub fn await_push(&self) -> (u64, Rc<ReplySlot<Option<u32>>>) {
         let request = self.pushes_issued.get();
         self.pushes_issued.set(request + 1);
         let slot = Rc::new(ReplySlot::default());
@@ -152,7 +230,7 @@ impl Home {
     }
 
     /// The owner answered a push (ignored if it already gave up).
-    pub fn pushed(&self, request: u64, recipients: u32) {
+    pub fn pushed(&self, request: u64, recipients: Option<u32>) {
         if let Some(slot) = self.pending_pushes.borrow_mut().remove(&request) {
             slot.set(recipients);
         }

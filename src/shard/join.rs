@@ -29,7 +29,7 @@ use super::Shard;
 use crate::access::Keys;
 use crate::conn::handle::ConnHandle;
 use crate::http::JoinOptions;
-use crate::id::{ChannelToken, ConnId};
+use crate::id::{ChannelToken, ConnId, Uid};
 use crate::outcome::{Refused, UpgradeRefusal};
 use crate::pubsub::envelope;
 use crate::ratelimit::IpKey;
@@ -41,6 +41,8 @@ use std::rc::Rc;
 pub struct JoinRequest {
     pub channel: Box<str>,
     pub conn: ConnId,
+    /// The uid its home gave it.
+    pub uid: Uid,
     pub alias_json: Option<Box<str>>,
     pub announce: bool,
     pub list: bool,
@@ -72,6 +74,14 @@ pub fn admit_join(
     options: &JoinOptions,
 ) -> Result<KeyCheck, Refused> {
     shard.admit_upgrade(ip)?;
+    if !shard.backplane_ready() {
+        let why = UpgradeRefusal::BackplaneUnavailable;
+        shard.counters().count_upgrade_refused(why);
+        return Err(Refused {
+            why,
+            retry_after_secs: Some(1),
+        });
+    }
     let namespaces = shard.namespaces();
     match namespaces.covering(channel) {
         Some(keys) if !keys.may_join(options.join_key.as_deref()) => {
@@ -144,6 +154,7 @@ impl Shard {
         let request = Box::new(JoinRequest {
             channel: channel.into(),
             conn: conn.id(),
+            uid: conn.uid(),
             alias_json: options.alias.as_deref().map(envelope::alias_json),
             announce: options.announce,
             list: options.list,
@@ -179,10 +190,12 @@ impl Shard {
         }
     }
 
-    /// Step 5a: the owner refused the join key.
-    pub(super) fn join_refused(&self, conn: ConnId) {
+    /// Step 5a: the owner refused the join key (or, in a cluster, could
+    /// not ask the engine: 503 with `Retry-After`).
+    pub(super) fn join_refused(&self, conn: ConnId, why: UpgradeRefusal) {
         if let Some(conn) = self.home.joined(conn) {
-            conn.refuse(UpgradeRefusal::JoinKey.response(None).to_bytes(false));
+            let retry_after = (why != UpgradeRefusal::JoinKey).then_some(1);
+            conn.refuse(why.response(retry_after).to_bytes(false));
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::join::JoinRequest;
 use crate::id::{ChannelToken, ConnId, ShardId, Uid};
+use crate::outcome::UpgradeRefusal;
 use bytes::Bytes;
 
 /// A message from one shard to another (or to itself).
@@ -22,8 +23,9 @@ pub enum ShardMsg {
         may_send: bool,
     },
     /// Owner to home: the join key did not open the channel's ephemeral
-    /// keys; the connection gets a 403 instead of its 101.
-    JoinRefused { conn: ConnId },
+    /// keys (403), or, in a cluster, the engine could not be asked (503);
+    /// the connection gets that status instead of its 101.
+    JoinRefused { conn: ConnId, why: UpgradeRefusal },
     /// Home to owner: a client published a message.
     Publish {
         token: ChannelToken,
@@ -52,8 +54,12 @@ pub enum ShardMsg {
         home: ShardId,
         request: u64,
     },
-    /// Owner to home: the push went to this many members.
-    Pushed { request: u64, recipients: u32 },
+    /// Owner to home: the push went to this many members (`None`: the
+    /// cluster's engine could not be asked).
+    Pushed {
+        request: u64,
+        recipients: Option<u32>,
+    },
 }
 
 /// One message as frames: built once by its owner, plain, and compressed

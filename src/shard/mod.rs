@@ -32,12 +32,13 @@ mod stop;
 mod sweep;
 
 use crate::access::Namespaces;
+use crate::cluster::{Cluster, EngineCmd, EngineEvent};
 use crate::config::Config;
 use crate::conn::handle::{ConnHandle, Delivery};
 use crate::error::CloseReason;
 use crate::id::{ShardId, Uid, UidCipher};
 use crate::metrics::{Metrics, ShardCounters};
-use crate::outcome::{DropReason, Refused, UpgradeRefusal};
+use crate::outcome::{DropReason, PushAnswer, Refused, UpgradeRefusal};
 use crate::pubsub::envelope;
 use crate::pubsub::json::JsonValidator;
 use crate::ratelimit::{IpKey, Rate};
@@ -49,7 +50,7 @@ use home::Home;
 use lifecycle::Lifecycle;
 use links::Links;
 use message::ShardMsg;
-use owner::{Effects, Owner, Publish, Push};
+use owner::{ClusterSide, Effects, Owner, Publish, Push};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -92,6 +93,8 @@ pub struct Shard {
     /// Inflates clients' compressed messages (permessage-deflate), one at a
     /// time, into a buffer bounded by the message size limit.
     inflater: RefCell<Inflater>,
+    /// The backplane, when this node is part of a cluster.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Shard {
@@ -122,7 +125,45 @@ impl Shard {
             read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
             validator: RefCell::default(),
             inflater: RefCell::default(),
+            cluster: None,
         }
+    }
+
+    /// Makes this shard part of a cluster (`--backplane`): its owner keeps
+    /// replicas of the cluster's channels and its home takes uids from the
+    /// engine.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Shard {
+        let owner = self.owner.into_inner();
+        self.owner = RefCell::new(owner.with_cluster(ClusterSide::new(cluster.clone())));
+        self.home = self.home.with_uid_blocks();
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The backplane, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether `/health` answers 200: not draining, and in a cluster,
+    /// connected to the engine (so a load balancer drains a node that is
+    /// cut off).
+    pub fn health(&self) -> Result<(), &'static str> {
+        if self.draining() {
+            return Err("draining\n");
+        }
+        match &self.cluster {
+            Some(c) if !c.is_up() => Err("backplane unavailable\n"),
+            _ => Ok(()),
+        }
+    }
+
+    /// In a cluster, whether a join can be decided now: the engine is
+    /// reachable and this shard has uids to give.
+    pub fn backplane_ready(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.is_up() && self.home.has_uids())
     }
 
     pub fn id(&self) -> ShardId {
@@ -235,6 +276,7 @@ impl Shard {
     pub fn open_conn(&self, echo: bool) -> Rc<ConnHandle> {
         let max = self.config.outgoing_queue_bytes_max;
         let conn = self.home.open_conn(echo, max, self.clock_ms());
+        self.ask_uid_block();
         let c = self.counters();
         c.connections_open.incr();
         c.connections_accepted.incr();
@@ -290,7 +332,7 @@ impl Shard {
     /// Publishes an HTTP push through the channel's owner; resolves to the
     /// number of members it went to, or `None` if the owner did not answer
     /// in time (its shard is overloaded or stopping).
-    pub async fn push(&self, channel: &str, payload: Bytes) -> Option<u32> {
+    pub async fn push(&self, channel: &str, payload: Bytes) -> Result<u32, PushAnswer> {
         let (request, slot) = self.home.await_push();
         let msg = ShardMsg::Push {
             channel: channel.into(),
@@ -303,7 +345,11 @@ impl Shard {
         let wait = std::time::Duration::from_millis(crate::limits::PUSH_ANSWER_TIMEOUT_MS);
         let answer = glommio::timer::timeout(wait, async { Ok(slot.wait().await) }).await;
         self.home.forget_push(request);
-        answer.ok()
+        match answer {
+            Ok(Some(recipients)) => Ok(recipients),
+            Ok(None) => Err(PushAnswer::BackplaneUnavailable),
+            Err(_) => Err(PushAnswer::OwnerTimeout),
+        }
     }
 
     /// The connection is ending: stop delivering to it now and tell the
@@ -376,6 +422,60 @@ impl Shard {
         for (to, msg) in fx.drain() {
             self.send(to, msg);
         }
+        if let Some(cluster) = &self.cluster {
+            self.to_engine(cluster, fx.drain_engine());
+        }
+    }
+
+    /// Queues commands for the engine and wakes the bridge once.
+    fn to_engine(&self, cluster: &Cluster, cmds: impl Iterator<Item = EngineCmd>) {
+        let mut sent = false;
+        for cmd in cmds {
+            sent |= cluster.send(self.id(), cmd);
+        }
+        if sent {
+            cluster.wake_bridge();
+        }
+    }
+
+    /// Asks the engine for uids when this shard's are running low.
+    fn ask_uid_block(&self) {
+        if let Some(cluster) = &self.cluster {
+            if cluster.is_up() && self.home.wants_uid_block() {
+                self.to_engine(cluster, std::iter::once(EngineCmd::UidBlock));
+            }
+        }
+    }
+
+    /// Handles what the engine sent this shard (its inbound task calls it
+    /// when woken); returns how many events it took, at most `max`.
+    pub fn receive_from_engine(&self, max: usize) -> usize {
+        let Some(cluster) = self.cluster.clone() else {
+            return 0;
+        };
+        let mut taken = 0;
+        while taken < max {
+            let Some(event) = cluster.next_event(self.id()) else {
+                break;
+            };
+            taken += 1;
+            match event {
+                EngineEvent::UidBlock { end } => self.home.add_uid_block(end),
+                EngineEvent::Up { node } => {
+                    self.home.forget_uid_request();
+                    self.ask_uid_block();
+                    let up = EngineEvent::Up { node };
+                    self.with_owner(|o, now, fx| o.engine_event(up, now, fx));
+                }
+                EngineEvent::Down => {
+                    self.home.forget_uid_request();
+                    self.with_owner(|o, now, fx| o.engine_event(EngineEvent::Down, now, fx));
+                }
+                event => self.with_owner(|o, now, fx| o.engine_event(event, now, fx)),
+            }
+        }
+        self.dispatch();
+        taken
     }
 
     /// Handles this shard's queued messages, in order, until none is left.
@@ -412,7 +512,7 @@ impl Shard {
                 frame,
                 may_send,
             } => self.joined(conn, token, frame, may_send),
-            ShardMsg::JoinRefused { conn } => self.join_refused(conn),
+            ShardMsg::JoinRefused { conn, why } => self.join_refused(conn, why),
             ShardMsg::Publish {
                 token,
                 from,

@@ -10,8 +10,45 @@
 //! carries them out after the owner's borrow has ended. Runs only on the
 //! owner shard; never waits.
 
+/// `frame` as the `Frames` for this node's members of `ch`: compressed
+/// once for those that negotiated deflate. A macro because it borrows the
+/// owner's fields apart (the channel from the registry, the compressor).
+macro_rules! frames_here {
+    ($owner:expr, $ch:expr, $frame:expr) => {
+        crate::shard::owner::frames_for(
+            &mut $owner.compressor,
+            $owner.compression_min_bytes,
+            &$owner.metrics[$owner.router.here().index()],
+            $frame,
+            $ch,
+        )
+    };
+}
+
+/// `frame` for one member: compressed if it negotiated deflate and it pays.
+macro_rules! frame_for_member {
+    ($owner:expr, $deflate:expr, $frame:expr) => {
+        match $deflate {
+            Some(bits) => crate::shard::owner::compress(
+                &mut $owner.compressor,
+                $owner.compression_min_bytes,
+                &$owner.metrics[$owner.router.here().index()],
+                crate::ws::frame::payload_of(&$frame),
+                bits,
+            )
+            .unwrap_or($frame),
+            None => $frame,
+        }
+    };
+}
+
+#[path = "cluster.rs"]
+mod cluster;
+pub use cluster::ClusterSide;
+
 use super::join::{decide, Decision, JoinRequest};
 use super::message::{Frames, ShardMsg};
+use crate::cluster::EngineCmd;
 use crate::id::{message_id, ChannelToken, ConnId, ShardId, Uid, UidCipher};
 use crate::metrics::{Metrics, ShardCounters};
 use crate::outcome::{DropReason, UpgradeRefusal};
@@ -23,18 +60,33 @@ use crate::ws::frame::payload_of;
 use bytes::Bytes;
 
 /// What the owner decided, in order: each message for one shard (this one
-/// included). Reused between calls, so the hot path does not allocate.
+/// included), and, in a cluster, commands for the engine (which stands for
+/// the other nodes the way a shard id stands for another shard). Reused
+/// between calls, so the hot path does not allocate.
 #[derive(Debug, Default)]
-pub struct Effects(Vec<(ShardId, ShardMsg)>);
+pub struct Effects(Vec<(ShardId, ShardMsg)>, Vec<EngineCmd>);
 
 impl Effects {
     fn send(&mut self, to: ShardId, msg: ShardMsg) {
         self.0.push((to, msg));
     }
 
+    fn engine(&mut self, cmd: EngineCmd) {
+        self.1.push(cmd);
+    }
+
     /// Takes the effects out, in order, leaving the buffer for reuse.
     pub fn drain(&mut self) -> impl Iterator<Item = (ShardId, ShardMsg)> + '_ {
         self.0.drain(..)
+    }
+
+    /// Takes the commands for the engine out, in order.
+    pub fn drain_engine(&mut self) -> impl Iterator<Item = EngineCmd> + '_ {
+        self.1.drain(..)
+    }
+
+    pub fn engine_cmds(&self) -> &[EngineCmd] {
+        &self.1
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(ShardId, ShardMsg)> {
@@ -88,6 +140,8 @@ pub struct Owner {
     compressor: Compressor,
     /// Envelopes smaller than this go out plain (`compression_min_bytes`).
     compression_min_bytes: usize,
+    /// The cluster's part (`--backplane`); `None` on a single node.
+    cluster: Option<Box<ClusterSide>>,
 }
 
 impl Owner {
@@ -98,9 +152,16 @@ impl Owner {
             cipher,
             messages_issued: 0,
             metrics,
+            cluster: None,
             compressor: Compressor::default(),
             compression_min_bytes: usize::MAX,
         }
+    }
+
+    /// An owner that is part of a cluster.
+    pub fn with_cluster(mut self, cluster: ClusterSide) -> Owner {
+        self.cluster = Some(Box::new(cluster));
+        self
     }
 
     /// Compresses envelopes of at least `min_bytes` for the members that
@@ -151,9 +212,13 @@ impl Owner {
     /// `Joined` with its own event, every home with members the others'
     /// event. See `join.rs` for the whole handshake.
     pub fn join(&mut self, request: JoinRequest, now_ms: u64, fx: &mut Effects) {
+        if self.cluster.is_some() {
+            return self.cluster_join(request, now_ms, fx);
+        }
         let JoinRequest {
             channel,
             conn,
+            uid,
             alias_json,
             announce,
             list,
@@ -164,16 +229,15 @@ impl Owner {
         let existing = self.registry.find(&channel).map(|(_, ch)| &ch.keys);
         let (may_send, keys_if_new) = match decide(existing, keys) {
             Decision::Refuse => {
-                self.counters()
-                    .count_upgrade_refused(UpgradeRefusal::JoinKey);
-                return fx.send(home, ShardMsg::JoinRefused { conn });
+                let why = UpgradeRefusal::JoinKey;
+                self.counters().count_upgrade_refused(why);
+                return fx.send(home, ShardMsg::JoinRefused { conn, why });
             }
             Decision::Admit {
                 may_send,
                 keys_if_new,
             } => (may_send, keys_if_new),
         };
-        let uid = self.cipher.uid(conn);
         let member = Member {
             uid,
             alias_json,
@@ -232,6 +296,21 @@ impl Owner {
         let Some(sender) = ch.members.get(&publish.from) else {
             return;
         };
+        if self.cluster.is_some() {
+            let node = self.cluster.as_ref().map_or(0, |c| c.node());
+            let (buf, len) = cluster::message_id(node, &mut self.messages_issued, self.router);
+            let frame = envelope::message(&buf[..len], Some(who(sender)), now_ms, publish.payload);
+            self.counters().messages_published.incr();
+            let (token, from, to) = (publish.token, publish.from, publish.to);
+            if let Some(frame) = self.cluster_publish(token, from, to, frame, now_ms, fx) {
+                let except = (!publish.echo).then_some(from);
+                if let Some(ch) = self.registry.get(token) {
+                    let frames = frames_here!(self, ch, frame);
+                    fan_out(fx, ch, token, frames, except);
+                }
+            }
+            return;
+        }
         let (buf, len) = next_message_id(&mut self.messages_issued, self.router);
         let frame = envelope::message(&buf[..len], Some(who(sender)), now_ms, publish.payload);
         let counters = &self.metrics[self.router.here().index()];
@@ -268,6 +347,9 @@ impl Owner {
     /// An HTTP push: relayed like a message but without `uid` and `alias`;
     /// answers its home shard with the number of members it went to.
     pub fn push(&mut self, push: Push<'_>, now_ms: u64, fx: &mut Effects) {
+        if self.cluster.is_some() {
+            return self.cluster_push(push, now_ms, fx);
+        }
         let recipients = match self.registry.find(push.channel) {
             None => 0,
             Some((token, ch)) => {
@@ -285,7 +367,7 @@ impl Owner {
             push.home,
             ShardMsg::Pushed {
                 request: push.request,
-                recipients,
+                recipients: Some(recipients),
             },
         );
     }
@@ -293,6 +375,9 @@ impl Owner {
     /// Removes a member; the others get its leave event. The channel and
     /// its ephemeral keys go when it empties.
     pub fn leave(&mut self, token: ChannelToken, conn: ConnId, now_ms: u64, fx: &mut Effects) {
+        if self.cluster.is_some() {
+            return self.cluster_leave(token, conn, now_ms, fx);
+        }
         let Some((member, after)) = self.registry.leave(token, conn) else {
             return;
         };

@@ -19,6 +19,7 @@ fn join_request(conn: u64, keys: KeyCheck) -> JoinRequest {
     JoinRequest {
         channel: "room".into(),
         conn: ConnId(conn),
+        uid: UidCipher::new(7).uid(ConnId(conn)),
         alias_json: None,
         announce: true,
         list: false,
@@ -87,7 +88,13 @@ fn a_wrong_ephemeral_join_key_is_refused_and_changes_nothing() {
     let fx = join(&mut o, 1, open());
     assert!(matches!(
         fx.iter().collect::<Vec<_>>()[..],
-        [(ShardId(1), ShardMsg::JoinRefused { conn: ConnId(1) })]
+        [(
+            ShardId(1),
+            ShardMsg::JoinRefused {
+                conn: ConnId(1),
+                why: UpgradeRefusal::JoinKey
+            }
+        )]
     ));
     let right = Keys {
         join_key: Some("secret".into()),
@@ -246,7 +253,7 @@ fn a_push_answers_its_home_with_the_recipients() {
             ShardId(1),
             ShardMsg::Pushed {
                 request: 42,
-                recipients: 2
+                recipients: Some(2)
             }
         )
     ));
@@ -255,6 +262,12 @@ fn a_push_answers_its_home_with_the_recipients() {
     o.push(push("nobody-here"), 5, &mut fx);
     assert!(matches!(
         fx.iter().collect::<Vec<_>>()[..],
-        [(ShardId(1), ShardMsg::Pushed { recipients: 0, .. })]
+        [(
+            ShardId(1),
+            ShardMsg::Pushed {
+                recipients: Some(0),
+                ..
+            }
+        )]
     ));
 }

@@ -39,6 +39,9 @@ pub struct ShardWiring {
     pub receivers: Vec<Option<SharedReceiver<Batch>>>,
     /// Told once this shard accepts connections.
     pub ready: std::sync::mpsc::Sender<()>,
+    /// In a cluster: this shard's end of its wake-up socket from the
+    /// backplane's bridge thread.
+    pub engine_wake: Option<std::os::unix::net::UnixStream>,
 }
 
 pub async fn run(wiring: ShardWiring) {
@@ -68,6 +71,14 @@ pub async fn run(wiring: ShardWiring) {
         shard.clone(),
         sweep_loop(shard.clone()),
     )));
+    if let Some(wake) = wiring.engine_wake {
+        // SAFETY: as above, a socket we own and give up here.
+        let wake = unsafe { UnixStream::from_raw_fd(wake.into_raw_fd()) };
+        tasks.push(glommio::spawn_local(until_stopped(
+            shard.clone(),
+            engine_inbound(shard.clone(), wake),
+        )));
+    }
     let _ = wiring.ready.send(());
 
     let mut byte = [0u8; 1];
@@ -173,6 +184,31 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
                 // Out of fds or memory: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 Timer::new(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Events the inbound task handles before it lets other tasks run.
+const ENGINE_EVENTS_PER_TURN: usize = 1024;
+
+/// In a cluster: takes what the bridge queued for this shard, and parks on
+/// the wake-up socket when there is nothing (the bridge writes a byte only
+/// to a parked shard, see `Cluster::park`).
+async fn engine_inbound(shard: Rc<Shard>, mut wake: UnixStream) {
+    let Some(cluster) = shard.cluster().cloned() else {
+        return;
+    };
+    let mut scratch = [0u8; 64];
+    loop {
+        if shard.receive_from_engine(ENGINE_EVENTS_PER_TURN) == ENGINE_EVENTS_PER_TURN {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        if cluster.park(shard.id()) {
+            match wake.read(&mut scratch).await {
+                Ok(0) | Err(_) => return, // the bridge is gone
+                Ok(_) => {}
             }
         }
     }

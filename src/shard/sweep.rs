@@ -36,6 +36,17 @@ impl Shard {
             inbox.shrink_to(64);
         }
         drop(inbox);
+        if let Some(cluster) = self.cluster.clone() {
+            let resync = cluster.take_lost(self.id());
+            self.with_owner(|o, now, fx| {
+                o.cluster_sweep(now, fx);
+                if resync {
+                    o.cluster_resync(now, fx);
+                }
+            });
+            self.ask_uid_block();
+            self.dispatch();
+        }
         if self.life.trim_due() {
             release_free_memory();
         }

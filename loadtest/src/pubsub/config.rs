@@ -10,9 +10,11 @@ use crate::ws::Target;
 /// Options every scenario shares: where, how, and what to print.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
-    /// The relay: ws://host:port (traffic goes only there).
+    /// The relay: ws://host:port. Repeat it for the nodes of a cluster:
+    /// connection i goes to the (i mod n)-th URL, so members and publishers
+    /// spread over the nodes; requests are built from the first.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
+    pub url: Vec<String>,
     /// The relay's protocol.
     #[arg(long, value_enum, default_value_t = Proto::Itty)]
     pub proto: Proto,
@@ -33,8 +35,13 @@ pub struct Common {
     #[arg(long, default_value = "auto", value_parser = net::parse_source_ips)]
     pub source_ips: net::SourceSpec,
     /// The relay's pid: its cpu (and for `idle`, memory) from /proc/PID.
+    /// Repeat it for the nodes of a cluster: their cpu is added up.
     #[arg(long)]
-    pub relay_pid: Option<u32>,
+    pub relay_pid: Vec<u32>,
+    /// A cluster's engine (e.g. redis-server): its cpu over the publishing
+    /// window, apart from the relays'.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
     /// Print the summary as one JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -79,12 +86,17 @@ pub const AUTO_CONNS_PER_SOURCE_IP: usize = 20;
 pub struct Config {
     pub url: String,
     pub target: Target,
+    /// Every URL's address (connection i uses `addrs[i % len]`).
+    pub addrs: Vec<std::net::SocketAddr>,
     pub wire: &'static dyn Wire,
     pub cpus: Vec<usize>,
     pub sources: SourceIps,
     pub connect_concurrency: usize,
     pub setup_timeout: u64,
     pub relay_pid: Option<u32>,
+    /// Every relay pid given (the first is `relay_pid`).
+    pub relay_pids: Vec<u32>,
+    pub engine_pid: Option<u32>,
     pub recv: RecvMode,
     pub rate: f64,
     pub payload_bytes: usize,
@@ -142,7 +154,13 @@ impl Config {
         if let Some(c) = cpus.iter().find(|c| !allowed.contains(c)) {
             anyhow::bail!("cpu {c} is not available to this process (allowed: {allowed:?})");
         }
-        let target = Target::parse(&common.url)?;
+        let first = common.url.first().map_or("", String::as_str);
+        let target = Target::parse(first)?;
+        let addrs = common
+            .url
+            .iter()
+            .map(|u| Target::parse(u).map(|t| t.addr))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let sources = match &common.source_ips {
             net::SourceSpec::Ips(s) => s.clone(),
             net::SourceSpec::Auto if target.addr.ip().is_loopback() && target.addr.is_ipv4() => {
@@ -150,19 +168,22 @@ impl Config {
             }
             net::SourceSpec::Auto => SourceIps::default(),
         };
-        if let Some(pid) = common.relay_pid {
+        for &pid in common.relay_pid.iter().chain(&common.engine_pid) {
             sys::pid_cpu_ns(pid)?;
         }
         let nofile = net::ensure_fd_limit(connections as u64 + 256);
         Ok(Config {
-            url: common.url.clone(),
+            url: common.url.join(","),
             target,
+            addrs,
             wire: common.proto.wire(),
             cpus,
             sources,
             connect_concurrency: common.connect_concurrency,
             setup_timeout: common.setup_timeout,
-            relay_pid: common.relay_pid,
+            relay_pid: common.relay_pid.first().copied(),
+            relay_pids: common.relay_pid.clone(),
+            engine_pid: common.engine_pid,
             recv: RecvMode::Epoll,
             rate: 1.0,
             payload_bytes: 64,

@@ -87,7 +87,7 @@ async fn try_join(local: &Local, i: usize, role: Role) -> Result<Joined, SetupEr
     let remaining = || Duration::from_nanos(deadline.saturating_sub(sys::now_ns()).max(1));
     let mut stream = timed(
         remaining(),
-        net::connect(shared.target.addr, shared.sources.for_conn(i), remaining()),
+        net::connect(shared.addr_for(i), shared.sources.for_conn(i), remaining()),
     )
     .await
     .ok_or(SetupError::Timeout("connect"))??;
@@ -153,14 +153,13 @@ async fn own_join(
 /// settled and as joined or failed.
 pub async fn connect_push(local: &Local, p: u32) -> Option<TcpStream> {
     let shared = &local.shared;
-    let source = shared
-        .sources
-        .for_conn(shared.plan.conns.len() + p as usize);
+    let i = shared.plan.conns.len() + p as usize;
+    let source = shared.sources.for_conn(i);
     let connected = {
         let _permit = local.connect.acquire_static_permit(1).await;
         timed(
             shared.join_timeout,
-            net::connect(shared.target.addr, source, shared.join_timeout),
+            net::connect(shared.addr_for(i), source, shared.join_timeout),
         )
         .await
     };

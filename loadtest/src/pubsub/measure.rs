@@ -20,7 +20,18 @@ pub(super) fn measure(
     setup: &Setup,
     ticks: mpsc::Receiver<Tick>,
 ) -> Measured {
-    let relay_cpu = || cfg.relay_pid.and_then(|p| sys::pid_cpu_ns(p).ok());
+    // Every node of a cluster, added up.
+    let relay_cpu = || {
+        (!cfg.relay_pids.is_empty())
+            .then(|| {
+                cfg.relay_pids
+                    .iter()
+                    .map(|&p| sys::pid_cpu_ns(p).ok())
+                    .sum()
+            })
+            .flatten()
+    };
+    let engine_cpu = || cfg.engine_pid.and_then(|p| sys::pid_cpu_ns(p).ok());
     let mut m = Measured {
         delivered_at: BTreeMap::new(),
         cpu_at: BTreeMap::new(),
@@ -28,6 +39,8 @@ pub(super) fn measure(
         relay_cpu_start: relay_cpu(),
         relay_cpu_end_publishing: None,
         relay_cpu_end: None,
+        engine_cpu_start: engine_cpu(),
+        engine_cpu_end_publishing: None,
         proc_cpu_start: sys::process_cpu_ns(),
         proc_cpu_end_publishing: None,
         proc_cpu_end: 0,
@@ -50,6 +63,9 @@ pub(super) fn measure(
     loop {
         if let Ok(tick) = ticks.recv_timeout(Duration::from_millis(20)) {
             seconds.add(&mut m, tick, relay_cpu);
+            if m.relay_cpu_end_publishing.is_some() && m.engine_cpu_end_publishing.is_none() {
+                m.engine_cpu_end_publishing = engine_cpu();
+            }
         }
         let now = sys::now_ns();
         let next_sec = m.delivered_at.keys().next_back().map_or(0, |s| s + 1);

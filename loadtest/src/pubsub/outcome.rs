@@ -43,6 +43,10 @@ pub struct Measured {
     pub relay_cpu_start: Option<u64>,
     pub relay_cpu_end_publishing: Option<u64>,
     pub relay_cpu_end: Option<u64>,
+    /// The engine's cpu (`--engine-pid`) at the start and the end of
+    /// publishing.
+    pub engine_cpu_start: Option<u64>,
+    pub engine_cpu_end_publishing: Option<u64>,
     pub proc_cpu_start: u64,
     pub proc_cpu_end_publishing: Option<u64>,
     pub proc_cpu_end: u64,

@@ -78,6 +78,8 @@ pub struct PushSpec {
 pub struct Shared {
     pub wire: &'static dyn Wire,
     pub target: Target,
+    /// The relays' addresses: connection i goes to `addrs[i % len]`.
+    pub addrs: Vec<std::net::SocketAddr>,
     pub sources: SourceIps,
     pub recv: RecvMode,
     pub plan: Plan,
@@ -117,6 +119,11 @@ pub struct Shared {
 pub struct Padded(pub AtomicU64);
 
 impl Shared {
+    /// The relay connection `i` goes to (round robin over the URLs).
+    pub fn addr_for(&self, i: usize) -> std::net::SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
+
     /// Where latencies start counting: the end of the warm-up (never,
     /// before publishing is scheduled).
     pub fn measured_from(&self) -> u64 {

@@ -76,6 +76,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
     let stalled = m.stalled || !o.complete;
     r.add("generator_stalled", stalled);
     let relay = add_relay_cpu(&mut r, cfg, o);
+    add_engine_cpu(&mut r, cfg, o);
     r.add("finished_after_s", round3(m.finished_s));
     r.add(
         "generator_cpu_s_total",
@@ -330,6 +331,23 @@ struct RelayCpu {
     util: Option<f64>,
     /// Cpu seconds per million deliveries (rounded).
     per_million: Option<f64>,
+}
+
+/// A cluster engine's cpu over the publishing window (`--engine-pid`):
+/// per message published, it is what sizes the engine.
+fn add_engine_cpu(r: &mut Report, cfg: &Config, o: &Outcome) {
+    let m = &o.measured;
+    let (Some(a), Some(b)) = (m.engine_cpu_start, m.engine_cpu_end_publishing) else {
+        if cfg.engine_pid.is_some() {
+            r.add("engine_cpu_s", Value::Null);
+        }
+        return;
+    };
+    let cpu_s = (b - a) as f64 / 1e9;
+    let published = o.total.published.max(1) as f64;
+    r.add("engine_cpu_s", round3(cpu_s));
+    r.add("engine_util", round3(cpu_s / cfg.duration as f64));
+    r.add("engine_cpu_us_per_message", round3(cpu_s / published * 1e6));
 }
 
 /// The relay's cpu, when its pid was given.
