@@ -225,7 +225,8 @@ pub struct ShardPort {
     inbound: ArrayQueue<EngineEvent>,
     /// Set by the shard's inbound task before it parks on `wake`.
     sleeping: AtomicBool,
-    /// Set when an event for this shard was dropped: it resynchronizes.
+    /// Set when an event for this shard, or a presence command of it, was
+    /// dropped: it resynchronizes.
     lost: AtomicBool,
     /// The bridge's end of the shard's wake-up socket (non-blocking).
     wake: UnixStream,
@@ -323,7 +324,11 @@ impl Cluster {
     // ---- the shard side ----
 
     /// Queues `cmd` from `shard`; `false` if its queue was full and the
-    /// command was dropped (counted). Call `wake_bridge` after a batch.
+    /// command was dropped (counted). Call `wake_bridge` after a batch. A
+    /// dropped message is lost for the other nodes (at most once); a
+    /// dropped presence command (a join, leave or assert) also marks the
+    /// shard for a resync, so the engine's member table is put right at
+    /// its next sweep.
     pub fn send(&self, shard: ShardId, cmd: EngineCmd) -> bool {
         let port = &self.ports[shard.index()];
         let bytes = cmd_bytes(&cmd);
@@ -331,6 +336,10 @@ impl Cluster {
             self.counters.dropped(metrics::Direction::Out);
             return false;
         }
+        let presence = matches!(
+            cmd,
+            EngineCmd::Join(_) | EngineCmd::Leave { .. } | EngineCmd::Assert(_)
+        );
         match port.out.push(cmd) {
             Ok(()) => {
                 port.out_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -338,6 +347,9 @@ impl Cluster {
             }
             Err(_) => {
                 self.counters.dropped(metrics::Direction::Out);
+                if presence {
+                    port.lost.store(true, Ordering::Release);
+                }
                 false
             }
         }
@@ -441,5 +453,58 @@ fn cmd_bytes(cmd: &EngineCmd) -> usize {
     match cmd {
         EngineCmd::Publish { frame, .. } | EngineCmd::Push { frame, .. } => frame.len(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let secret = ClusterSecret::new(b"unit-test-secret-0123").unwrap();
+        Cluster::new("redis://x".into(), secret, 5000, [0; 32], 1)
+            .unwrap()
+            .0
+    }
+
+    fn leave() -> EngineCmd {
+        EngineCmd::Leave {
+            h: ChannelHash([b'0'; 32]),
+            uid: Uid(*b"abc123"),
+            last_local: false,
+            date_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_a_dropped_presence_command_asks_for_a_resync() {
+        let c = cluster();
+        let shard = ShardId(0);
+        for _ in 0..OUT_QUEUE_COMMANDS_MAX {
+            assert!(c.send(shard, EngineCmd::UidBlock));
+        }
+        assert!(!c.send(shard, EngineCmd::UidBlock));
+        assert!(!c.take_lost(shard), "a uid request is asked again anyway");
+        assert!(!c.send(shard, leave()));
+        assert!(c.take_lost(shard), "a lost leave is put right by a resync");
+        assert!(!c.take_lost(shard));
+    }
+
+    #[test]
+    fn frames_past_the_byte_bound_are_dropped_but_presence_still_passes() {
+        let c = cluster();
+        let shard = ShardId(0);
+        let frame = Bytes::from(vec![0u8; OUT_BYTES_MAX / 2 + 1]);
+        let publish = || EngineCmd::Publish {
+            h: ChannelHash([b'0'; 32]),
+            header: wire::message_header(1, 1),
+            frame: frame.clone(),
+        };
+        assert!(c.send(shard, publish()));
+        assert!(!c.send(shard, publish()), "over the byte bound");
+        assert!(c.send(shard, leave()), "presence carries no frame");
+        assert_eq!(c.queued_bytes(), frame.len());
+        c.next_cmd(0);
+        assert_eq!(c.queued_bytes(), 0);
     }
 }
