@@ -99,7 +99,7 @@ pub fn run(a: CeilingArgs) -> anyhow::Result<()> {
     let name = "ceiling".to_owned();
     let plan = Plan {
         channels: vec![Channel {
-            request: cfg.wire.upgrade_request(&cfg.target, &name),
+            request: cfg.upgrade_request(&name),
             name,
             pub_base: 0,
             pub_count: 1,

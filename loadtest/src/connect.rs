@@ -141,10 +141,7 @@ pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
     let load_before = sys::loadavg();
     let prefix = crate::pubsub::fresh_channel_prefix("connect");
     let requests = (0..a.channels)
-        .map(|c| {
-            cfg.wire
-                .upgrade_request(&cfg.target, &format!("{prefix}-c{c}"))
-        })
+        .map(|c| cfg.upgrade_request(&format!("{prefix}-c{c}")))
         .collect();
     let t0 = sys::now_ns() + 200_000_000;
     let shared = Arc::new(Shared {

@@ -58,7 +58,7 @@ pub fn run(a: IdleArgs) -> anyhow::Result<()> {
         .map(|c| {
             let name = format!("{prefix}-c{c}");
             Channel {
-                request: cfg.wire.upgrade_request(&cfg.target, &name),
+                request: cfg.upgrade_request(&name),
                 name,
                 pub_base: 0,
                 pub_count: 0,

@@ -21,6 +21,7 @@
 
 mod ceiling;
 mod connect;
+mod deflate;
 mod idle;
 mod net;
 mod plot;

@@ -181,6 +181,8 @@ pub fn steps_json(steps: &[Step]) -> Value {
                     "generator_saturated": s.key.saturated,
                     "relay_cpu_s_per_million_deliveries": s.key.relay_cpu_s_per_million,
                     "relay_util": s.key.relay_util,
+                    "wire_bytes_per_delivery": s.key.wire_bytes_per_delivery,
+                    "relay_compressions_per_message": s.key.compressions_per_message,
                     "held": s.held,
                     "why": s.why,
                 })

@@ -229,6 +229,8 @@ pub fn mask_in_place(data: &mut [u8]) {
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
     pub opcode: u8,
+    /// RSV1: the message is compressed (permessage-deflate, RFC 7692).
+    pub rsv1: bool,
     pub header_len: usize,
     pub payload_len: usize,
     /// A masked server frame is a protocol violation, but unmask it anyway.
@@ -278,6 +280,7 @@ pub fn parse_header(b: &[u8]) -> Option<Header> {
     };
     Some(Header {
         opcode,
+        rsv1: b[0] & 0x40 != 0,
         header_len,
         payload_len,
         mask,

@@ -42,6 +42,17 @@ pub struct Common {
     /// window, apart from the relays'.
     #[arg(long)]
     pub engine_pid: Option<u32>,
+    /// Offer permessage-deflate (no context takeover) on every connection
+    /// and inflate compressed frames: the bytes on the wire then show what
+    /// compression saves (the relay compresses with `--compression on`).
+    /// `--deflate` or `--deflate full` inflates every message whole, as a
+    /// browser does (about 4 us per 1 KiB message: the generator, not the
+    /// relay, then sets the ceiling); `--deflate head` inflates only a
+    /// message's first 512 bytes (its envelope head and stamp), so the
+    /// generator costs about what it does on plain frames and the relay is
+    /// what is measured.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "full")]
+    pub deflate: Option<InflateMode>,
     /// Print the summary as one JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +84,28 @@ pub struct Traffic {
     /// sends then wake no sleeper, see README).
     #[arg(long, value_enum, default_value_t = RecvMode::Epoll)]
     pub recv: RecvMode,
+    /// What pads a payload to `--payload-bytes` after its stamp: `x` (one
+    /// string of x's: compresses to almost nothing) or `json` (records of
+    /// varied numbers and words, as a dashboard or game state would send:
+    /// what compression figures should use).
+    #[arg(long, value_enum, default_value_t = PayloadFill::X)]
+    pub payload_fill: PayloadFill,
+}
+
+/// `--deflate`: how much of each compressed message is inflated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InflateMode {
+    /// Every message whole.
+    Full,
+    /// The first 512 bytes: the envelope head and the stamp.
+    Head,
+}
+
+/// `--payload-fill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadFill {
+    X,
+    Json,
 }
 
 /// `--source-ips auto`: one loopback address per this many connections (at
@@ -100,6 +133,10 @@ pub struct Config {
     pub recv: RecvMode,
     pub rate: f64,
     pub payload_bytes: usize,
+    pub payload_fill: PayloadFill,
+    /// `--deflate`: requests offer permessage-deflate, and how much of
+    /// each compressed message is inflated.
+    pub deflate: Option<InflateMode>,
     pub buf_bytes: usize,
     pub duration: u64,
     pub warmup: u64,
@@ -133,6 +170,7 @@ impl Config {
         let mut cfg = Config::base(common, connections)?;
         cfg.rate = rate;
         cfg.payload_bytes = traffic.payload_bytes;
+        cfg.payload_fill = traffic.payload_fill;
         cfg.duration = traffic.duration;
         cfg.warmup = traffic.warmup;
         cfg.grace = traffic.grace;
@@ -187,12 +225,26 @@ impl Config {
             recv: RecvMode::Epoll,
             rate: 1.0,
             payload_bytes: 64,
+            payload_fill: PayloadFill::X,
+            deflate: common.deflate,
             buf_bytes: READ_BUF,
             duration: 10,
             warmup: 0,
             grace: 0.0,
             nofile,
         })
+    }
+}
+
+impl Config {
+    /// The upgrade request that opens a connection on `channel`, with the
+    /// deflate offer under `--deflate`.
+    pub fn upgrade_request(&self, channel: &str) -> Vec<u8> {
+        let mut request = self.wire.upgrade_request(&self.target, channel);
+        if self.deflate.is_some() {
+            crate::deflate::offer(&mut request);
+        }
+        request
     }
 }
 

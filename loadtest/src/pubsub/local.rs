@@ -4,7 +4,9 @@
 //! it adds to, so dropping `Local` frees everything it holds and no
 //! reference cycle can keep it alive.
 
+use super::config::InflateMode;
 use super::state::{ExecStats, Shared};
+use crate::deflate::Inflater;
 use crate::sys;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
@@ -26,16 +28,20 @@ pub struct Local {
     pub connect: Rc<Semaphore>,
     /// Connections (and push clients) that joined or failed.
     pub settled: Cell<usize>,
+    /// Inflates compressed frames for every receive side (`--deflate`).
+    pub inflater: Rc<RefCell<Inflater>>,
 }
 
 impl Local {
     pub fn new(shared: Arc<Shared>, exec: usize, concurrency: usize) -> Local {
+        let head_only = shared.deflate == Some(InflateMode::Head);
         Local {
             shared,
             exec,
             stats: Rc::new(RefCell::new(ExecStats::new())),
             connect: Rc::new(Semaphore::new(concurrency as u64)),
             settled: Cell::new(0),
+            inflater: Rc::new(RefCell::new(Inflater::new(head_only))),
         }
     }
 

@@ -64,7 +64,7 @@ pub async fn publish_ws(local: &Local, spec: ConnSpec, p: u32, mut writer: Write
     };
     let channel = &shared.plan.channels[spec.channel as usize];
     let mut sched = schedule(shared, t0, p);
-    let mut payload = PayloadBuilder::new(shared.payload_bytes);
+    let mut payload = PayloadBuilder::new(shared.payload_bytes, shared.payload_fill);
     let mut frame = Vec::with_capacity(shared.payload_bytes + 64);
     loop {
         let Some(at) = next_due(local, &sched).await else {
@@ -175,7 +175,7 @@ pub async fn publish_push(
     let ch = shared.plan.pub_channel[p as usize] as usize;
     let channel = &shared.plan.channels[ch];
     let mut sched = schedule(shared, t0, p);
-    let mut payload = PayloadBuilder::new(shared.payload_bytes);
+    let mut payload = PayloadBuilder::new(shared.payload_bytes, shared.payload_fill);
     let mut request = Vec::with_capacity(shared.payload_bytes + 256);
     loop {
         let Some(at) = next_due(local, &sched).await else {

@@ -10,6 +10,7 @@
 
 use super::local::Local;
 use super::state::*;
+use crate::deflate::Inflater;
 use crate::proto::{Framing, Incoming, NatsOp, NatsStream, Wire};
 use crate::sys;
 use crate::ws;
@@ -56,6 +57,10 @@ pub struct Receiver {
     /// Pongs to send (answers to pings).
     pub pong: Vec<u8>,
     pub closed: Option<String>,
+    /// Bytes read since the last walk (counted there, for members).
+    pub fresh_bytes: u64,
+    /// The executor's inflater (compressed frames, `--deflate`).
+    pub inflater: Rc<RefCell<Inflater>>,
 }
 
 impl Receiver {
@@ -97,6 +102,8 @@ impl Receiver {
             },
             pong: Vec::new(),
             closed: None,
+            fresh_bytes: 0,
+            inflater: local.inflater.clone(),
         }
     }
 
@@ -106,6 +113,7 @@ impl Receiver {
         let filled = self.make_room();
         let n = r.read(&mut self.buf[filled..]).await?;
         self.filled += n;
+        self.fresh_bytes += n as u64;
         Ok(n)
     }
 
@@ -137,6 +145,7 @@ impl Receiver {
             };
         }
         self.filled += n as usize;
+        self.fresh_bytes += n as u64;
         Ok(Some(n as usize))
     }
 
@@ -159,6 +168,11 @@ impl Receiver {
         let mut delivered = 0u64;
         let buf_len = self.buf.len();
         let mut st = self.stats.borrow_mut();
+        if self.role == Role::Member {
+            st.bytes_received += self.fresh_bytes;
+        }
+        self.fresh_bytes = 0;
+        let mut inflater = self.inflater.borrow_mut();
         let mut walk = Walk {
             acct: Acct {
                 st: &mut st,
@@ -205,7 +219,21 @@ impl Receiver {
                 }
             }
             let stream = self.stream.as_mut();
-            let streamed = stream.is_some() && matches!(h.opcode, ws::OP_TEXT | ws::OP_BINARY);
+            let data = matches!(h.opcode, ws::OP_TEXT | ws::OP_BINARY);
+            let streamed = stream.is_some() && data;
+            let payload: &[u8] = match (h.rsv1 && data, partial) {
+                (false, _) => payload,
+                (true, false) => {
+                    walk.acct.st.compressed += 1;
+                    let Some(inflated) = inflater.inflate(payload) else {
+                        self.closed = Some("invalid or oversized compressed message".into());
+                        break;
+                    };
+                    inflated
+                }
+                // Larger than the read buffer: skipped, counted unstamped.
+                (true, true) => &[],
+            };
             if let Some(why) = walk.frame(h.opcode, payload, partial, stream) {
                 self.closed = Some(why);
                 break;

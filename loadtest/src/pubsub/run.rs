@@ -36,6 +36,8 @@ fn shared(cfg: &Config, plan: Plan) -> Shared {
         plan,
         rate: cfg.rate,
         payload_bytes: cfg.payload_bytes,
+        payload_fill: cfg.payload_fill,
+        deflate: cfg.deflate,
         buf_bytes: cfg.buf_bytes,
         duration_ns: cfg.duration * NS,
         warmup_ns: cfg.warmup * NS,

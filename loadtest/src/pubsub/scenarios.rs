@@ -125,7 +125,7 @@ fn channel(name: String, request: Vec<u8>, pub_base: usize, pub_count: usize) ->
 impl FanoutArgs {
     fn plan(&self, cfg: &Config, prefix: &str) -> Plan {
         let name = self.channel.clone().unwrap_or_else(|| prefix.to_owned());
-        let request = cfg.wire.upgrade_request(&cfg.target, &name);
+        let request = cfg.upgrade_request(&name);
         let mut conns = vec![
             ConnSpec {
                 channel: 0,
@@ -155,7 +155,7 @@ impl RoomsArgs {
         let channels = (0..self.rooms)
             .map(|r| {
                 let name = format!("{prefix}-r{r}");
-                let request = cfg.wire.upgrade_request(&cfg.target, &name);
+                let request = cfg.upgrade_request(&name);
                 channel(name, request, r * k, k)
             })
             .collect();
@@ -182,7 +182,7 @@ impl SpreadArgs {
         let channels = (0..self.channels)
             .map(|c| {
                 let name = format!("{prefix}-c{c}");
-                let request = cfg.wire.upgrade_request(&cfg.target, &name);
+                let request = cfg.upgrade_request(&name);
                 channel(name, request, c * p, p)
             })
             .collect();
@@ -224,7 +224,7 @@ impl PushArgs {
         let channels = (0..c)
             .map(|ch| {
                 let name = format!("{}-{ch}", self.channel_prefix);
-                let request = cfg.wire.upgrade_request(&cfg.target, &name);
+                let request = cfg.upgrade_request(&name);
                 let base = pub_channel
                     .iter()
                     .position(|&x| x as usize == ch)

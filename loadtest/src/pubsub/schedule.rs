@@ -3,6 +3,8 @@
 //! formatting (no clock, no I/O, no executor), so both publishers (WebSocket
 //! and HTTP push) share it and its tests need no sockets.
 
+use super::config::PayloadFill;
+
 /// The open-loop schedule of one publisher: message k of publisher p (of
 /// P) is due at `t0 + (k*P + p) / rate`, so P publishers together send
 /// `rate` messages a second, evenly spaced. A publisher that is behind sends
@@ -80,20 +82,76 @@ impl Schedule {
 pub struct PayloadBuilder {
     pub target: usize,
     pub payload: Vec<u8>,
+    /// `--payload-fill json`: records to fill with, comma-separated, each
+    /// ending at an offset in `record_ends` (empty: pad with x's).
+    records: Vec<u8>,
+    record_ends: Vec<usize>,
 }
 
+/// Words the `json` fill draws from.
+const WORDS: [&str; 12] = [
+    "sensor", "north", "pump", "valve", "ok", "warn", "idle", "east", "boiler", "fan", "west",
+    "meter",
+];
+
 impl PayloadBuilder {
-    pub fn new(target: usize) -> PayloadBuilder {
-        PayloadBuilder {
+    pub fn new(target: usize, fill: PayloadFill) -> PayloadBuilder {
+        let mut b = PayloadBuilder {
             target,
             payload: Vec::with_capacity(target + 64),
+            records: Vec::new(),
+            record_ends: Vec::new(),
+        };
+        if fill == PayloadFill::Json {
+            b.make_records();
+        }
+        b
+    }
+
+    /// Records of varied numbers and words, as a dashboard would publish
+    /// (`{"id":17,"name":"pump-3","value":21.375,"state":"ok","t":...}`),
+    /// from a fixed-seed generator: enough to fill `target`.
+    fn make_records(&mut self) {
+        use std::io::Write;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut id = 0;
+        while self.records.len() < self.target {
+            id += 1;
+            let (a, b, c) = (next(), next(), next());
+            let _ = write!(
+                self.records,
+                "{}{{\"id\":{id},\"name\":\"{}-{}\",\"value\":{}.{:03},\"state\":\"{}\",\"t\":{}}}",
+                if self.records.is_empty() { "" } else { "," },
+                WORDS[(a % 12) as usize],
+                a % 97,
+                b % 1000,
+                c % 1000,
+                WORDS[(c >> 20) as usize % 12],
+                1_764_600_000 + (b >> 32) % 100_000,
+            );
+            self.record_ends.push(self.records.len());
         }
     }
 
     pub fn payload(&mut self, publisher: u64, seq: u64, scheduled_ns: u64) -> &[u8] {
         use std::io::Write;
         self.payload.clear();
-        let _ = write!(self.payload, "[{publisher},{seq},{scheduled_ns},\"");
+        let _ = write!(self.payload, "[{publisher},{seq},{scheduled_ns},");
+        // Whole records while they fit (with room for `,""]`), then x's.
+        let room = self.target.saturating_sub(self.payload.len() + 4);
+        let fits = self.record_ends.partition_point(|&end| end <= room);
+        if fits > 0 {
+            let end = self.record_ends[fits - 1];
+            self.payload.extend_from_slice(&self.records[..end]);
+            self.payload.push(b',');
+        }
+        self.payload.push(b'"');
         let pad = self.target.saturating_sub(self.payload.len() + 2);
         self.payload.resize(self.payload.len() + pad, b'x');
         self.payload.extend_from_slice(b"\"]");
@@ -111,7 +169,7 @@ mod tests {
 
     #[test]
     fn payloads_have_the_asked_size_and_a_stamp() {
-        let mut b = PayloadBuilder::new(64);
+        let mut b = PayloadBuilder::new(64, PayloadFill::X);
         let body = b.payload(3, 12345, 987_654_321_000).to_vec();
         assert_eq!(body.len(), 64);
         let v: Value = serde_json::from_slice(&body).unwrap();
@@ -129,8 +187,26 @@ mod tests {
     }
 
     #[test]
+    fn json_fill_is_valid_json_of_the_asked_size_with_the_stamp() {
+        for target in [64, 130, 1024, 4000] {
+            let mut b = PayloadBuilder::new(target, PayloadFill::Json);
+            let body = b.payload(7, 99, 123_456_789).to_vec();
+            assert_eq!(body.len(), target, "{}", String::from_utf8_lossy(&body));
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!((v[0].as_u64(), v[1].as_u64()), (Some(7), Some(99)));
+            if target >= 1024 {
+                assert!(v[3]["value"].is_number(), "{v}");
+            }
+            assert_eq!(
+                crate::proto::stamp_at_start(&body),
+                Some((7, 99, 123_456_789))
+            );
+        }
+    }
+
+    #[test]
     fn tiny_payloads_stay_valid_json() {
-        let mut b = PayloadBuilder::new(1);
+        let mut b = PayloadBuilder::new(1, PayloadFill::X);
         assert_eq!(b.payload(0, 0, 5), br#"[0,0,5,""]"#);
     }
 

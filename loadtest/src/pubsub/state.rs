@@ -86,6 +86,8 @@ pub struct Shared {
     /// Messages per second over all publishers.
     pub rate: f64,
     pub payload_bytes: usize,
+    pub payload_fill: super::config::PayloadFill,
+    pub deflate: Option<super::config::InflateMode>,
     /// Receive buffer per connection.
     pub buf_bytes: usize,
     pub duration_ns: u64,
@@ -150,6 +152,10 @@ pub struct ExecStats {
     /// Reads that returned data on member connections (frames per read
     /// shows how much each wake-up batches).
     pub reads: u64,
+    /// Bytes those reads returned: frames on the wire, as received.
+    pub bytes_received: u64,
+    /// Compressed (RSV1) messages received and inflated (`--deflate`).
+    pub compressed: u64,
     /// Latency (us) of messages scheduled after the warm-up.
     pub latency: Histogram<u64>,
     /// Latency (us) of everything received since the last tick.
@@ -191,6 +197,8 @@ impl ExecStats {
     pub fn merge(&mut self, s: &ExecStats) {
         self.delivered += s.delivered;
         self.reads += s.reads;
+        self.bytes_received += s.bytes_received;
+        self.compressed += s.compressed;
         let _ = self.latency.add(&s.latency);
         let _ = self.lag.add(&s.lag);
         self.unstamped += s.unstamped;
@@ -230,6 +238,8 @@ impl ExecStats {
         ExecStats {
             delivered: 0,
             reads: 0,
+            bytes_received: 0,
+            compressed: 0,
             latency: histogram(),
             tick: histogram(),
             unstamped: 0,

@@ -2,7 +2,7 @@
 //! shared ones, then what was measured, and notes when the generator itself
 //! may have been the limit; and its plot (`--plot`).
 
-use super::config::Config;
+use super::config::{Config, InflateMode, PayloadFill};
 use super::outcome::{format_failures, Outcome, Second};
 use super::state::{ExecStats, RecvMode, SATURATED};
 use crate::plot::{Chart, Panel, Series, COLORS};
@@ -40,6 +40,10 @@ pub struct KeyFigures {
     pub relay_cpu_s_per_million: Option<f64>,
     /// The relay's cpu over the publishing window, in cores.
     pub relay_util: Option<f64>,
+    /// Bytes members read per delivery (frames with headers, events too).
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// Messages the relay compressed (its counter) per message published.
+    pub compressions_per_message: Option<f64>,
 }
 
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
@@ -60,6 +64,14 @@ pub fn add_common_params(r: &mut Report, cfg: &Config) {
     r.add("source_ips", cfg.sources.describe());
     r.add("open_files_limit", cfg.nofile);
     r.add("relay_pid", opt(cfg.relay_pid));
+    r.add(
+        "deflate",
+        match cfg.deflate {
+            None => "off",
+            Some(InflateMode::Full) => "full",
+            Some(InflateMode::Head) => "head",
+        },
+    );
 }
 
 /// Builds the summary; `r` already holds the scenario's parameters.
@@ -71,7 +83,7 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         add_push(&mut r, total);
     }
     let per_s = add_throughput_and_latency(&mut r, cfg, o);
-    add_relay_metrics(&mut r, o);
+    let compressions_per_message = add_relay_metrics(&mut r, o);
     let gen = add_generator_cpu(&mut r, cfg, o);
     let stalled = m.stalled || !o.complete;
     r.add("generator_stalled", stalled);
@@ -99,6 +111,8 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
         stalled,
         relay_cpu_s_per_million: relay.per_million,
         relay_util: relay.util.map(round3),
+        wire_bytes_per_delivery: wire_bytes_per_delivery(total),
+        compressions_per_message,
     };
     Summary {
         report: r,
@@ -111,6 +125,13 @@ pub fn summarize(mut r: Report, cfg: &Config, o: &Outcome) -> Summary {
 fn add_run_params(r: &mut Report, cfg: &Config, o: &Outcome) {
     r.add("rate_msgs_per_s", cfg.rate);
     r.add("payload_bytes", cfg.payload_bytes);
+    r.add(
+        "payload_fill",
+        match cfg.payload_fill {
+            PayloadFill::X => "x",
+            PayloadFill::Json => "json",
+        },
+    );
     r.add("duration_s", cfg.duration);
     r.add("warmup_s", cfg.warmup);
     r.add("grace_s", cfg.grace);
@@ -189,7 +210,19 @@ fn add_counts(r: &mut Report, o: &Outcome) -> (i64, u64) {
         "deliveries_per_read",
         opt((total.reads > 0).then(|| round3(total.delivered as f64 / total.reads as f64))),
     );
+    // Every byte members read after their join (frames with their headers,
+    // events included), per delivery: what one delivery costs on the wire.
+    r.add(
+        "wire_bytes_per_delivery",
+        opt(wire_bytes_per_delivery(total)),
+    );
+    r.add("compressed_messages_received", total.compressed);
     (lost, disconnects)
+}
+
+/// Every byte members read after their join, per delivery.
+fn wire_bytes_per_delivery(total: &ExecStats) -> Option<f64> {
+    (total.delivered > 0).then(|| (total.bytes_received as f64 / total.delivered as f64).round())
 }
 
 /// `push`: responses by status, recipients reported, response latency.
@@ -243,8 +276,9 @@ fn add_throughput_and_latency(r: &mut Report, cfg: &Config, o: &Outcome) -> Opti
     per_s
 }
 
-/// The relay's own view, from its metrics endpoint.
-fn add_relay_metrics(r: &mut Report, o: &Outcome) {
+/// The relay's own view, from its metrics endpoint; returns the messages
+/// it compressed per message published (when it counts them).
+fn add_relay_metrics(r: &mut Report, o: &Outcome) -> Option<f64> {
     let (setup, m) = (&o.setup, &o.measured);
     if let Some(text) = &setup.metrics_after_setup {
         let open = sys::metric_values(text, "itty_connections_open");
@@ -262,6 +296,24 @@ fn add_relay_metrics(r: &mut Report, o: &Outcome) {
         };
         r.add("relay_forwards", sum(b).saturating_sub(sum(a)));
     }
+    // Everything published in this run was published after the setup.
+    let compressed = |t: &str| {
+        let v = sys::metric_values(t, "itty_messages_compressed_total");
+        (!v.is_empty()).then(|| v.iter().sum::<u64>())
+    };
+    let per_message = match (&setup.metrics_after_setup, &m.metrics_end) {
+        (Some(a), Some(b)) => match (compressed(a), compressed(b)) {
+            (Some(a), Some(b)) if o.total.published > 0 => {
+                let n = b.saturating_sub(a);
+                r.add("relay_messages_compressed", n);
+                Some(round3(n as f64 / o.total.published as f64))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    r.add("relay_compressions_per_message", opt(per_message));
+    per_message
 }
 
 /// The generator's busy share over the publishing window.
