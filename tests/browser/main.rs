@@ -115,6 +115,25 @@ fn stock_client_in_chromium_pages() {
     );
 }
 
+/// permessage-deflate with Chromium's own WebSocket and the stock client,
+/// against a relay with compression on: the offer accepted without context
+/// takeover, a large message compressed once for every page (the relay's
+/// counter) and intact at each, a small one plain, what Chromium sends
+/// compressed inflated; on a channel owned by each shard.
+#[test]
+fn compressed_messages_in_chromium() {
+    let relay = relay_with(|c| c.compression = itty_relay::config::Switch::On);
+    let owned_by = |shard| relay.channel_owned_by(ShardId(shard), &unique("browser-deflate"));
+    run_script(
+        "deflate.test.mjs",
+        &[
+            ("RELAY_HTTP", format!("http://{}", relay.addr)),
+            ("OWNED_BY_0", owned_by(0)),
+            ("OWNED_BY_1", owned_by(1)),
+        ],
+    );
+}
+
 /// The status page in Chromium: renders with no traffic, follows a load
 /// applied by a page, agrees with `/metrics` within a second's drift and
 /// exactly once the load stops, logs no error; the landing page shows this
