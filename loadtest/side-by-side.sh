@@ -620,6 +620,40 @@ if pub_scenarios:
                       f"read {short(lo)}-{short(hi)} at the start and end of the run, ours "
                       f"{d / hi * 100:.0f}-{d / lo * 100:.0f}% of those).")
 
+# ---- the same rate for every peer: each sweep's first step ----
+def first_step(label):
+    d = read_json(label)
+    if not isinstance(d, dict) or not d.get("steps_detail"):
+        return None
+    st = d["steps_detail"][0]
+    return {"rate": st.get("rate"), "deliveries": st.get("deliveries_per_s"), "p50": st.get("latency_ms_p50"),
+            "p99": st.get("latency_ms_p99"), "cpu": st.get("relay_cpu_s_per_million_deliveries"),
+            "util": st.get("relay_util"), "gen": st.get("generator_util_avg"), "held": st.get("held")}
+
+if pub_scenarios:
+    print("\n## The same rate for every peer: each sweep's first step\n")
+    print("Every sweep starts at the same rate, so its first step compares the peers at equal load,")
+    print("whether or not it held. Server cpu per delivery is the figure least moved by other work on")
+    print("the box (a server that is descheduled waits without spending cpu), where the p99 bound of")
+    print("the sweeps is the most moved by it.\n")
+    print("| scenario | peer | deliveries/s | p50 ms | p99 ms | held (rounds) | server cpu-s per M deliveries | vs ours | server busy | generator busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s in pub_scenarios:
+        ours = [first_step(f"{s}.itty.r{r}") for r in R]
+        for p in peers:
+            runs = [first_step(f"{s}.{p}.r{r}") for r in R]
+            ok = [x for x in runs if x]
+            if not ok:
+                print(f"| {s} | {NAMES.get(p, p)} | (no run) | | | | | | | |")
+                continue
+            col = lambda k: [x.get(k) for x in ok]  # noqa: E731
+            util, gen = med(col("util")), med(col("gen"))
+            print(f"| {s} | {NAMES.get(p, p)} | {spread(col('deliveries'))} | {spread(col('p50'), lambda v: f'{v:.2f}')} | "
+                  f"{spread(col('p99'), lambda v: f'{v:.1f}')} | {sum(1 for x in ok if x['held'])}/{len(ok)} | "
+                  f"{spread(col('cpu'), lambda v: f'{v:.3f}')} | {ratios(runs, ours, 'cpu') if p != 'itty' else '1x'} | "
+                  f"{num(util * 100 if isinstance(util, (int, float)) else None, '.0f')}% | "
+                  f"{num(gen * 100 if isinstance(gen, (int, float)) else None, '.0f')}% |")
+
 # ---- connect ----
 if "connect" in scenarios:
     print("\n## Connection storm (`connect`, closed loop), per peer\n")
