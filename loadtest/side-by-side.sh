@@ -11,7 +11,9 @@
 # --rounds N every cell runs N times, the peers interleaved within each
 # round (ours, peer, ours, peer...) so that drift hits all alike; the report
 # gives the median, every round's figure, and each ratio to ours computed
-# within a round. Plus a 2-shard run of ours on both cpus (the generator
+# within a round, and a table of every sweep's first step (the same rate for
+# every peer: server cpu per delivery at equal load, the figure a busy box
+# moves least). Plus a 2-shard run of ours on both cpus (the generator
 # sharing them). The report goes to loadtest/runs/<date>-side-by-side.md
 # with the command, the machine, its load and pressure.
 #
@@ -22,7 +24,7 @@
 #     --rounds N                       run every cell N times, interleaved (default 1)
 #     --no-ceiling                     skip the generator's ceiling runs
 #     --no-shards2                     skip the 2-shard run of ours
-#     --no-install / --no-build        skip peers/install.sh / cargo build
+#     --no-install / --no-build        skip peers/install.sh / cargo build (and the uWebSockets build)
 #     --dry-run                        print what would run, start nothing
 #     --out FILE                       report path (default loadtest/runs/<date>-side-by-side.md)
 #
