@@ -14,6 +14,10 @@
 #   nats    nats-server with GOMAXPROCS=1 (GOMAXPROCS overrides), WebSocket
 #           listener on PORT (peers/nats/nats.conf)
 #   node    the Node relay on ws (peers/node-relay/relay.mjs)
+#   uws     uWebSockets speaking itty (peers/uws/itty_relay.cpp; one thread):
+#           target/uws/uws-itty-relay, built by peers/uws/build.sh from
+#           checkouts of uWebSockets and uSockets (UWS_BIN_DIR overrides)
+#   uws-raw uWebSockets, plain pub/sub read as nchan (peers/uws/raw_relay.cpp)
 #
 # Everything listens on 127.0.0.1:PORT only. State (pids, the server's log,
 # nginx's prefix dir) lives in ${PEERS_STATE:-/tmp/itty-peers}/PEER-PORT/.
@@ -27,7 +31,7 @@ repo=$(cd "$here/../.." && pwd)
 foreground=0
 if [[ ${1:-} == --fg ]]; then foreground=1; shift; fi
 if [[ $# -lt 3 ]]; then
-  sed -n '2,20p' "$0" >&2
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
   exit 2
 fi
 peer=$1 port=$2 cpus=$3
@@ -60,8 +64,14 @@ case $peer in
     [[ -d $here/node-relay/node_modules/ws ]] || { echo "start.sh: run loadtest/peers/install.sh (npm ci)" >&2; exit 1; }
     cmd=(env node "$here/node-relay/relay.mjs" "127.0.0.1:$port" "$@")
     ;;
+  uws|uws-raw)
+    bin=${UWS_BIN_DIR:-$repo/target/uws}/uws-itty-relay
+    [[ $peer == uws-raw ]] && bin=${UWS_BIN_DIR:-$repo/target/uws}/uws-raw-relay
+    [[ -x $bin ]] || { echo "start.sh: no $bin: build it with loadtest/peers/uws/build.sh UWS_SRC [USOCKETS_SRC]" >&2; exit 1; }
+    cmd=(env "$bin" "127.0.0.1:$port" "$@")
+    ;;
   *)
-    echo "start.sh: unknown peer '$peer' (itty, nchan, nats, node)" >&2
+    echo "start.sh: unknown peer '$peer' (itty, nchan, nats, node, uws, uws-raw)" >&2
     exit 2
     ;;
 esac

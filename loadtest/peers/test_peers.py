@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Byte-level checks of what PROTOCOLS.md says about nchan and nats-server.
+"""Byte-level checks of what PROTOCOLS.md says about nchan and nats-server,
+and of what the uWebSockets relays (peers/uws/) must do for the generator.
 
 Each test starts its peer with start.sh on a free loopback port, pinned to
 the cpus in PEERS_TEST_CPUS (default 0), and stops it afterwards. Run:
 
     python3 loadtest/peers/test_peers.py          (needs install.sh first)
+
+The uws classes are skipped when the relays are not built
+(peers/uws/build.sh needs checkouts of uWebSockets and uSockets); run only
+them with `python3 loadtest/peers/test_peers.py UwsItty UwsRaw`.
 """
 
 import json
@@ -22,6 +27,9 @@ sys.path.insert(0, HERE)
 from wsprobe import Conn  # noqa: E402
 
 CPUS = os.environ.get("PEERS_TEST_CPUS", "0")
+UWS_BIN_DIR = os.environ.get("UWS_BIN_DIR", os.path.join(HERE, "..", "..", "target", "uws"))
+UWS_BUILT = all(os.access(os.path.join(UWS_BIN_DIR, b), os.X_OK) for b in ("uws-itty-relay", "uws-raw-relay"))
+UWS_SKIP = "uWebSockets relays not built: loadtest/peers/uws/build.sh UWS_SRC [USOCKETS_SRC]"
 STAMP = re.compile(rb"\[(\d+),(\d+),(\d+),")
 
 
@@ -213,6 +221,99 @@ class Nats(unittest.TestCase):
         frames = [f for f in c.frames(0.5) if f[2] != b"PING\r\n"]
         self.assertEqual(frames[0][2], b"-ERR 'Unknown Protocol Operation'\r\n")
         self.assertEqual(frames[1][:3], ("close", 1, b"\x03\xeaProtocol Violation"))
+
+
+@unittest.skipUnless(UWS_BUILT, UWS_SKIP)
+class UwsItty(unittest.TestCase):
+    """peers/uws/itty_relay.cpp: what `--proto itty` reads (PROTOCOL.md 5)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.peer = Peer("uws").__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.peer.__exit__()
+
+    def join(self, path):
+        c = self.peer.conn(path)
+        self.assertEqual(c.status, 101)
+        own = json.loads(c.frame()[2])
+        return c, own
+
+    def test_own_join_is_the_first_frame_and_others_hear_of_it(self):
+        a, own_a = self.join("/c/j?as=Al%22ice&announce=true")
+        self.assertEqual(list(own_a), ["type", "uid", "alias", "self", "total", "date"])
+        self.assertEqual((own_a["type"], own_a["alias"], own_a["self"], own_a["total"]), ("join", 'Al"ice', True, 1))
+        self.assertRegex(own_a["uid"], r"^[A-Za-z0-9]{6}$")
+        b, own_b = self.join("/c/j")
+        self.assertEqual(own_b["total"], 2)
+        self.assertNotEqual(own_b["uid"], own_a["uid"])
+        other = json.loads(a.frame()[2])
+        self.assertEqual(list(other), ["type", "total", "date"])  # b did not announce
+        self.assertEqual(other["total"], 2)
+        b.close()
+        self.assertEqual(json.loads(a.frame()[2])["type"], "leave")
+
+    def test_message_is_enveloped_with_the_payload_last_and_not_echoed(self):
+        a, own_a = self.join("/c/env?alias=Bob")
+        b, _ = self.join("/c/env")
+        a.frame()  # b's join
+        sent = payload(0, 1)
+        a.send(sent)
+        opcode, fin, data, header = b.frame()
+        self.assertEqual((opcode, fin), ("text", 1))
+        self.assertTrue(data.endswith(b',"message":' + sent.encode() + b"}"), data)
+        env = json.loads(data)
+        self.assertEqual(list(env), ["id", "uid", "alias", "date", "message"])
+        self.assertEqual((env["uid"], env["alias"]), (own_a["uid"], "Bob"))
+        self.assertEqual(STAMP.search(data).groups(), (b"0", b"1", b"1764000000000000000"))
+        self.assertEqual(a.frames(0.3), [])  # no echo without echo=true
+
+    def test_echo_true_gets_its_own_message(self):
+        a, _ = self.join("/c/echo?echo=true")
+        a.send("[7]")
+        self.assertTrue(a.frame()[2].endswith(b',"message":[7]}'))
+
+    def test_binary_frames_get_an_error_event(self):
+        a, _ = self.join("/c/bin")
+        a.send(b"[1]", opcode=2)
+        self.assertEqual(json.loads(a.frame()[2])["message"], "binary frames are not supported")
+
+
+@unittest.skipUnless(UWS_BUILT, UWS_SKIP)
+class UwsRaw(unittest.TestCase):
+    """peers/uws/raw_relay.cpp: what `--proto nchan` reads (PROTOCOLS.md, nchan)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.peer = Peer("uws-raw").__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.peer.__exit__()
+
+    def test_nothing_on_join_and_the_frame_unchanged_to_the_others_only(self):
+        a, b, other = self.peer.conn("/c/raw"), self.peer.conn("/c/raw"), self.peer.conn("/c/elsewhere")
+        self.assertEqual(a.frames(0.2), [])
+        sent = payload(0, 1)
+        a.send(sent)
+        self.assertEqual(b.frame()[:3], ("text", 1, sent.encode()))
+        self.assertEqual(STAMP.match(sent.encode()).groups(), (b"0", b"1", b"1764000000000000000"))
+        self.assertEqual(a.frames(0.2) + other.frames(0.1), [])
+
+    def test_subscribed_when_the_101_arrives(self):
+        pub = self.peer.conn("/c/race")
+        for i in range(100):
+            s = self.peer.conn("/c/race")
+            pub.send(payload(9, i))
+            self.assertEqual(s.frame(1)[2], payload(9, i).encode(), f"publish {i} missed the new subscriber")
+            s.close()
+
+    def test_binary_is_relayed_as_binary(self):
+        a, b = self.peer.conn("/c/bin"), self.peer.conn("/c/bin")
+        a.send(b"[1,2,3]", opcode=2)
+        self.assertEqual(b.frame()[:3], ("binary", 1, b"[1,2,3]"))
 
 
 if __name__ == "__main__":

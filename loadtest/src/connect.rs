@@ -2,19 +2,25 @@
 //! by default (attempt k is due at `t0 + k / rate`, and its latency counts
 //! from then, so a relay that stalls accepting cannot hide it), or closed
 //! loop with `--concurrency` workers that each connect, join and close in
-//! turn. Every attempt ends joined or failed by reason; after its own join
-//! event a connection is closed (or kept with `--hold-open`).
+//! turn. Every attempt ends joined or failed by reason; once joined a
+//! connection is closed (or kept with `--hold-open`).
+//!
+//! Joined means what it means for the protocol's wire (`proto/`): itty, its
+//! own join event (the first message it receives); NATS, the `PONG` after
+//! its `CONNECT`/`SUB`/`PING`; nchan (and `uws-raw`), the `101`. From then
+//! on a message published to the channel reaches it, so `join ms` is the
+//! time to the first message it can receive, for every protocol alike.
 
 use crate::net;
 use crate::plot::{self, Chart, Panel, Series, COLORS};
-use crate::proto::Incoming;
+use crate::proto::{Framing, Incoming, NatsOp, NatsStream};
 use crate::pubsub::state::{histogram, LATENCY_MAX_US, NS};
 use crate::pubsub::summary::{add_common_params, opt};
 use crate::pubsub::{join_all, Common, Config};
 use crate::report::{round3, Report};
 use crate::sys;
 use crate::ws::{self, SetupError};
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use glommio::{spawn_local, LocalExecutorBuilder, Placement};
@@ -55,6 +61,8 @@ pub struct ConnectArgs {
 /// What the executors share with the main thread.
 struct Shared {
     cfg: Config,
+    /// Channel c's name, and its upgrade request.
+    channels: Vec<String>,
     requests: Vec<Vec<u8>>,
     rate: f64,
     concurrency: Option<usize>,
@@ -74,7 +82,7 @@ struct Stats {
     failures: BTreeMap<String, u64>,
     /// From the due time (open loop) or the start (closed loop) to `101`.
     handshake: Histogram<u64>,
-    /// ... to the own join event.
+    /// ... to joined (the own join event, NATS's `PONG`, nchan's `101`).
     join: Histogram<u64>,
     tick: Histogram<u64>,
     held: Vec<TcpStream>,
@@ -114,7 +122,6 @@ struct Counts {
 }
 
 pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
-    a.common.proto.require_itty("connect")?;
     if !(a.rate > 0.0 && a.rate.is_finite()) || a.duration == 0 || a.channels == 0 {
         anyhow::bail!("--rate, --duration and --channels must be positive");
     }
@@ -140,13 +147,13 @@ pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
     sys::init_clock();
     let load_before = sys::loadavg();
     let prefix = crate::pubsub::fresh_channel_prefix("connect");
-    let requests = (0..a.channels)
-        .map(|c| cfg.upgrade_request(&format!("{prefix}-c{c}")))
-        .collect();
+    let channels: Vec<String> = (0..a.channels).map(|c| format!("{prefix}-c{c}")).collect();
+    let requests = channels.iter().map(|c| cfg.upgrade_request(c)).collect();
     let t0 = sys::now_ns() + 200_000_000;
     let shared = Arc::new(Shared {
         max_in_flight: cfg.nofile.saturating_sub(128).max(1),
         cfg: cfg.clone(),
+        channels,
         requests,
         rate: a.rate,
         concurrency: a.concurrency,
@@ -502,20 +509,35 @@ async fn attempt(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, k: u64, due: u6
     shared.in_flight.fetch_sub(1, Relaxed);
 }
 
-/// Connects, upgrades and reads up to the own join event; returns the
-/// stream and the time to `101` (us from `due`).
+/// Connects, upgrades, sends the protocol's join frames and reads until
+/// joined; returns the stream and the time to `101` (us from `due`).
 async fn connect_and_join(
     shared: &Shared,
     k: u64,
     due: u64,
 ) -> Result<(TcpStream, u64), SetupError> {
     let cfg = &shared.cfg;
+    let wire = cfg.wire;
     let from = cfg.sources.for_conn(k as usize);
     let mut stream = net::connect(cfg.target.addr, from, shared.attempt_timeout).await?;
-    let request = &shared.requests[k as usize % shared.requests.len()];
+    let channel = k as usize % shared.requests.len();
     let mut buf = vec![0u8; 4096];
-    let (mut start, mut filled) = ws::handshake(&mut stream, request, &mut buf).await?;
+    let (mut start, mut filled) =
+        ws::handshake(&mut stream, &shared.requests[channel], &mut buf).await?;
     let handshake_us = sys::now_ns().saturating_sub(due) / 1000;
+    if wire.joined_on_upgrade() {
+        return Ok((stream, handshake_us));
+    }
+    // NATS: CONNECT, SUB, PING in one frame; joined at the PONG.
+    let mut join_frames = Vec::new();
+    wire.join_frames(&shared.channels[channel], true, &mut join_frames);
+    if !join_frames.is_empty() {
+        stream
+            .write_all(&join_frames)
+            .await
+            .map_err(|e| SetupError::Io(e.to_string()))?;
+    }
+    let mut nats = (wire.framing() == Framing::NatsStream).then(NatsStream::default);
     loop {
         while let Some(h) = ws::parse_header(&buf[start..filled]) {
             let total = h.header_len + h.payload_len;
@@ -523,16 +545,24 @@ async fn connect_and_join(
                 break;
             }
             let payload = &buf[start + h.header_len..start + total];
-            match h.opcode {
-                ws::OP_TEXT
-                    if cfg.wire.classify(payload) == (Incoming::Event { own_join: true }) =>
-                {
-                    return Ok((stream, handshake_us));
+            let joined = match (&mut nats, h.opcode) {
+                (Some(nats), ws::OP_BINARY | ws::OP_TEXT | 0) => {
+                    // A PING before our PONG is left unanswered: the
+                    // connection closes (or is held) right after joining.
+                    let mut pong = false;
+                    nats.feed(payload, &mut |op| pong |= op == NatsOp::Pong);
+                    pong
                 }
-                ws::OP_CLOSE => {
-                    return Err(SetupError::ClosedBeforeJoin("close frame".into()));
+                (None, ws::OP_TEXT) => {
+                    wire.classify(payload) == (Incoming::Event { own_join: true })
                 }
-                _ => {}
+                _ => false,
+            };
+            if joined {
+                return Ok((stream, handshake_us));
+            }
+            if h.opcode == ws::OP_CLOSE {
+                return Err(SetupError::ClosedBeforeJoin("close frame".into()));
             }
             start += total;
         }

@@ -114,7 +114,7 @@ impl Proto {
         if self != Proto::Itty {
             anyhow::bail!(
                 "`{scenario}` speaks the itty protocol only (--proto itty); \
-                 fanout, rooms, spread and idle take --proto nchan|nats"
+                 fanout, rooms, spread, idle and connect take --proto nchan|nats"
             );
         }
         Ok(())
