@@ -125,7 +125,9 @@ impl TlsStream {
     /// an alert) leaves rustls' own alert queued for the writer.
     fn take_in(&mut self, mut ciphertext: &[u8]) -> io::Result<()> {
         while !ciphertext.is_empty() {
-            self.session.read_tls(&mut ciphertext)?;
+            if self.session.read_tls(&mut ciphertext)? == 0 {
+                break; // after the client's close_notify: the rest is ignored
+            }
             self.session
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
