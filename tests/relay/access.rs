@@ -171,7 +171,9 @@ crate::over_tls_too! {
                     let barrier = barrier.clone();
                     let addr = relay.addr;
                     let path = format!("/c/{channel}?joinKey={key}");
+                    let tls = over_tls();
                     std::thread::spawn(move || {
+                        crate::support::tls::inherit(tls);
                         let mut raw = Raw::connect(addr);
                         let request = Raw::handshake_request(&path);
                         barrier.wait();
