@@ -48,9 +48,9 @@ fn reload(server: &Server, running: &mut Config, cli: &Cli) {
     match server.reload_certificates(running) {
         Ok(None) => {}
         Ok(Some(certificates)) => tracing::info!(certificates, "SIGHUP: TLS certificates reloaded"),
-        Err(e) => tracing::error!(
-            "SIGHUP: TLS certificates refused, the running ones stay in force: {e}"
-        ),
+        Err(e) => {
+            tracing::error!("SIGHUP: TLS certificates refused, the running ones stay in force: {e}")
+        }
     }
 }
 

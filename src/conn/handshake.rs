@@ -51,12 +51,11 @@ impl Queues {
     /// Creates the handshake queue; call from the accept loop's queue.
     pub fn create() -> Queues {
         let executor = glommio::executor();
-        let handshakes = executor
-            .create_task_queue(
-                Shares::Static(TLS_HANDSHAKE_SHARES),
-                Latency::NotImportant,
-                "tls-handshakes",
-            );
+        let handshakes = executor.create_task_queue(
+            Shares::Static(TLS_HANDSHAKE_SHARES),
+            Latency::NotImportant,
+            "tls-handshakes",
+        );
         Queues {
             handshakes,
             connections: executor.current_task_queue(),
@@ -101,9 +100,9 @@ async fn handshake(shard: &Shard, tcp: TcpStream, config: Arc<ServerConfig>) -> 
     let mut state = Some((tcp, session));
     let run = async { Ok(drive(shard, &mut state).await) };
     match glommio::timer::timeout(deadline, run).await {
-        Ok(Ok(sealed)) => {
+        Ok(Ok(())) => {
             let (tcp, session) = state.take()?;
-            Some(Stream::tls(tcp, session, sealed))
+            Some(Stream::tls(tcp, session))
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
@@ -113,13 +112,9 @@ async fn handshake(shard: &Shard, tcp: TcpStream, config: Arc<ServerConfig>) -> 
     }
 }
 
-/// Reads, processes and answers until the handshake is done. Returns what
-/// rustls sealed after it (the session tickets), for the stream to send
-/// ahead of its first response.
-async fn drive(
-    shard: &Shard,
-    state: &mut Option<(TcpStream, ServerConnection)>,
-) -> io::Result<Vec<u8>> {
+/// Reads, processes and answers until the handshake is done (and its last
+/// flight, with the session ticket, is sent).
+async fn drive(shard: &Shard, state: &mut Option<(TcpStream, ServerConnection)>) -> io::Result<()> {
     let (tcp, session) = state.as_mut().ok_or(io::ErrorKind::NotConnected)?;
     let mut buf = vec![0u8; HANDSHAKE_READ_BYTES];
     let mut sealed = Vec::new();
@@ -128,12 +123,14 @@ async fn drive(
         while session.wants_write() {
             session.write_tls(&mut sealed)?;
         }
-        if !session.is_handshaking() {
-            return Ok(sealed);
-        }
+        // TLS 1.2 ends with the server's Finished, which the client waits
+        // for before it sends a request: always send what is sealed.
         if !sealed.is_empty() {
             tcp.write_all(&sealed).await?;
             sealed.clear();
+        }
+        if !session.is_handshaking() {
+            return Ok(());
         }
         let n = tcp.read(&mut buf).await?;
         shard.counters().bytes_in.add(n as u64);
@@ -143,7 +140,10 @@ async fn drive(
         if std::mem::take(&mut first) && buf[0] != TLS_HANDSHAKE_RECORD {
             let refusal = Response::text(400, PLAIN_HTTP_ON_TLS_PORT).keep_alive(false);
             tcp.write_all(&refusal.to_bytes(false)).await?;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "plain HTTP on the TLS port"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "plain HTTP on the TLS port",
+            ));
         }
         let mut input = &buf[..n];
         while !input.is_empty() {

@@ -5,6 +5,7 @@
 //! other message, without `uid` or `alias`. Every answer is a short JSON
 //! body; runs on the shard that accepted the connection.
 
+use super::Stream;
 use crate::http::body::{framing, BodyDecoder};
 use crate::http::{RequestHead, Response};
 use crate::outcome::PushAnswer;
@@ -12,7 +13,6 @@ use crate::ratelimit::IpKey;
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
-use super::Stream;
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 
 use super::handle::ConnHandle;
 use super::writer;
+use super::Stream;
 use crate::error::CloseReason;
 use crate::http::{self, JoinOptions};
 use crate::id::Uid;
@@ -19,7 +20,6 @@ use crate::ws::deflate::{InflateError, Negotiated};
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
-use super::Stream;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;

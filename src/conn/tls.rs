@@ -12,7 +12,7 @@
 //! for more. Sealed records wait in `sealed` (at most one batch) until the
 //! socket takes them; the slow-consumer bound stays on the frame queue.
 
-use crate::limits::TLS_READ_BYTES;
+use crate::limits::{TLS_READ_BYTES, TLS_RECORD_PLAINTEXT_BYTES};
 use futures_lite::{ready, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use rustls::ServerConnection;
@@ -42,18 +42,22 @@ pub struct TlsStream {
     accepted: usize,
     /// Whether our close_notify is queued.
     closing: bool,
+    /// Ciphertext read but not yet taken by rustls (see `take_in`);
+    /// empty, and unallocated, almost always.
+    ciphertext_left: Vec<u8>,
 }
 
 impl Stream {
     /// A TLS stream whose handshake is done (`conn::handshake`).
-    pub fn tls(tcp: TcpStream, session: ServerConnection, sealed: Vec<u8>) -> Stream {
+    pub fn tls(tcp: TcpStream, session: ServerConnection) -> Stream {
         Stream::Tls(Box::new(TlsStream {
             tcp,
             session,
-            sealed,
+            sealed: Vec::new(),
             sealed_sent: 0,
             accepted: 0,
             closing: false,
+            ciphertext_left: Vec::new(),
         }))
     }
 
@@ -110,7 +114,8 @@ impl TlsStream {
     pub fn poll_send_sealed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.take_records()?;
         while self.sealed_sent < self.sealed.len() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.sealed[self.sealed_sent..]))?;
+            let n =
+                ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.sealed[self.sealed_sent..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -123,14 +128,26 @@ impl TlsStream {
 
     /// Feeds ciphertext to rustls and processes it; an error (a bad record,
     /// an alert) leaves rustls' own alert queued for the writer.
+    ///
+    /// rustls refuses more ciphertext while it holds over 16 KiB of
+    /// plaintext (it can, when a read completes a record begun in the
+    /// previous one and then holds a second whole record); the rest then
+    /// waits in `ciphertext_left` until the session read that plaintext.
     fn take_in(&mut self, mut ciphertext: &[u8]) -> io::Result<()> {
         while !ciphertext.is_empty() {
             if self.session.read_tls(&mut ciphertext)? == 0 {
                 break; // after the client's close_notify: the rest is ignored
             }
-            self.session
+            let state = self
+                .session
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if state.plaintext_bytes_to_read() > TLS_RECORD_PLAINTEXT_BYTES
+                && !ciphertext.is_empty()
+            {
+                self.ciphertext_left.extend_from_slice(ciphertext);
+                break;
+            }
         }
         Ok(())
     }
@@ -142,6 +159,11 @@ impl TlsStream {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
+            }
+            if !self.ciphertext_left.is_empty() {
+                let left = std::mem::take(&mut self.ciphertext_left);
+                self.take_in(&left)?;
+                continue;
             }
             let mut ciphertext = [0u8; TLS_READ_BYTES];
             let n = ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut ciphertext))?;

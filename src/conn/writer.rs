@@ -9,12 +9,12 @@
 //! io_uring poll until the socket is writable.
 
 use super::handle::ConnHandle;
+use super::Stream;
 use crate::error::CloseReason;
 use crate::limits::WRITE_BATCH_FRAMES;
 use crate::shard::Shard;
 use crate::ws::frame::close_frame;
 use futures_lite::{future, AsyncWrite};
-use super::Stream;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;

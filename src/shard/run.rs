@@ -179,7 +179,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
         Listener::Main => shard.tls_config().cloned(),
         Listener::Metrics => None,
     };
-    let queues = tls.as_ref().map(|_| crate::conn::handshake::Queues::create());
+    let queues = tls
+        .as_ref()
+        .map(|_| crate::conn::handshake::Queues::create());
     loop {
         match listener.accept().await {
             Ok(stream) => match (&tls, queues) {

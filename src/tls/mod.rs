@@ -75,7 +75,11 @@ impl Tls {
             Error::Config("TLS: tls_cert is no longer set; TLS stays on until a restart".into())
         })?;
         let count = 1 + set.by_name.len();
-        *self.certificates.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        *self
+            .certificates
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(count)
     }
 }
@@ -157,9 +161,8 @@ fn load_certified_key(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedKey, Error> {
-    let fail = |path: &Path, what: String| {
-        Error::Config(format!("TLS: {}: {what}", path.display()))
-    };
+    let fail =
+        |path: &Path, what: String| Error::Config(format!("TLS: {}: {what}", path.display()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| fail(cert_path, pem_problem(&e, "certificate")))?
         .collect::<Result<_, _>>()
@@ -181,7 +184,10 @@ fn load_certified_key(
         Err(_) => {
             return Err(fail(
                 key_path,
-                format!("the private key does not match the certificate in {}", cert_path.display()),
+                format!(
+                    "the private key does not match the certificate in {}",
+                    cert_path.display()
+                ),
             ))
         }
     }

@@ -127,9 +127,15 @@ crate::over_tls_too! {
             }
         }
         publisher.ws.flush().unwrap();
-        reader
-            .join()
-            .expect("the member got every message in order");
+        if reader.join().is_err() {
+            // What the relay counted, for the diagnosis.
+            let metrics = relay.metrics();
+            let moved: Vec<_> = metrics
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                .collect();
+            panic!("the member did not get every message in order: {moved:#?}");
+        }
         assert_eq!(relay.metric_sum("messages_dropped_total"), 0);
     }
 }

@@ -91,7 +91,8 @@ pub fn localhost_leaf() -> &'static Leaf {
 }
 
 /// A rustls client trusting the test CA (ring, TLS 1.2 and 1.3, ALPN
-/// http/1.1, resumption on: the default in-memory session store).
+/// http/1.1), without resumption: every connection does a full handshake
+/// and sees the certificate served now.
 pub fn client_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     CONFIG
@@ -102,9 +103,7 @@ pub fn client_config() -> Arc<ClientConfig> {
 /// A client config like `client_config`, adjusted (a fresh session store
 /// each call).
 pub fn client_config_with(adjust: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    let der = CertificateDer::from(ca().cert.der().to_vec());
-    roots.add(der).unwrap();
+    let roots = root_store();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -112,8 +111,18 @@ pub fn client_config_with(adjust: impl FnOnce(&mut ClientConfig)) -> ClientConfi
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     adjust(&mut config);
     config
+}
+
+/// Roots holding the test CA only.
+pub fn root_store() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca().cert.der().to_vec()))
+        .unwrap();
+    roots
 }
 
 thread_local! {
