@@ -86,7 +86,8 @@ options! {
     /// tolerates slower readers but costs memory per stalled client.
     outgoing_queue_bytes_max: usize = 1024 * 1024;
     /// Time a client has to send its whole HTTP request head, in ms, before
-    /// the socket is closed (slowloris). Default 10000.
+    /// the socket is closed (slowloris). Default 10000. With TLS, the
+    /// handshake has this long too.
     handshake_timeout_ms: u64 = 10_000;
     /// Largest HTTP request head, in bytes. Default 8192.
     request_head_bytes_max: usize = 8 * 1024;

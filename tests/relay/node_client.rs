@@ -61,7 +61,10 @@ fn stock_itty_sockets_client_works_unchanged_over_wss() {
     let output = Command::new("node")
         .arg("--test-reporter=spec")
         .arg(dir.join("itty_client.test.mjs"))
-        .env("RELAY_URL", format!("wss://localhost:{}", relay.addr.port()))
+        .env(
+            "RELAY_URL",
+            format!("wss://localhost:{}", relay.addr.port()),
+        )
         .env("NODE_EXTRA_CA_CERTS", crate::support::tls::ca().pem_file())
         .output()
         .expect("node is installed (Node 20)");
@@ -73,8 +76,12 @@ fn stock_itty_sockets_client_works_unchanged_over_wss() {
     );
     assert!(stdout.contains("pass"), "no node test ran:\n{stdout}");
     assert!(
-        relay.server.as_ref().unwrap().metrics()[0].tls_handshakes.get()
-            + relay.server.as_ref().unwrap().metrics()[1].tls_handshakes.get()
+        relay.server.as_ref().unwrap().metrics()[0]
+            .tls_handshakes
+            .get()
+            + relay.server.as_ref().unwrap().metrics()[1]
+                .tls_handshakes
+                .get()
             > 0
     );
 }
