@@ -29,6 +29,7 @@ mod pubsub;
 mod report;
 mod sweep;
 mod sys;
+mod tls;
 mod ws;
 
 use clap::{Parser, Subcommand};
