@@ -431,3 +431,65 @@ fn frames_are_sealed_several_to_a_record_under_load() {
         "{records} records for {frames} frames"
     );
 }
+
+#[test]
+fn the_bound_on_handshakes_in_progress_holds_and_refusals_are_counted() {
+    raise_nofile_to_hard();
+    let leaf = tls::localhost_leaf();
+    inherit(Some(client_config()));
+    let relay = relay_with(|c| {
+        c.tls_cert = Some(leaf.cert.clone());
+        c.tls_key = Some(leaf.key.clone());
+        c.handshake_timeout_ms = 5_000;
+    });
+    // More half-open handshakes than two shards may hold (256 each).
+    const STALLED: usize = 700;
+    let stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.addr).unwrap();
+            let _ = s.write_all(&[0x16, 0x03, 0x01]);
+            s
+        })
+        .collect();
+    let max = itty_relay::limits::TLS_HANDSHAKES_IN_PROGRESS_MAX as u64;
+    // Read in process: a scrape over TLS would itself be refused now.
+    let counters = relay.server.as_ref().unwrap().metrics().clone();
+    let in_progress = |s: usize| counters[s].tls_handshakes_in_progress.get();
+    let refused = || -> u64 {
+        (0..2)
+            .map(|s| counters[s].tls_handshakes_refused.get())
+            .sum()
+    };
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while in_progress(0) + in_progress(1) + refused() < STALLED as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "not every stalled handshake was counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for shard in 0..2 {
+        assert!(
+            in_progress(shard) <= max,
+            "shard {shard}: {} in progress",
+            in_progress(shard)
+        );
+    }
+    assert!(
+        refused() >= (STALLED as u64).saturating_sub(2 * max),
+        "{} refused",
+        refused()
+    );
+    drop(stalled);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while in_progress(0) + in_progress(1) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "handshakes left after their clients went"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A client gets through again.
+    let mut client = relay.join(&format!("/c/{}", unique("after-flood")));
+    client.send("1");
+}
