@@ -46,6 +46,10 @@ fn reload(server: &Server, running: &mut Config, cli: &Cli) {
     }
     // The certificate paths come from the flags or the file just read.
     match server.reload_certificates(running) {
+        Ok(None) if running.tls_cert.is_some() => tracing::warn!(
+            "SIGHUP: tls_cert is set but the relay started without TLS; it takes effect at \
+             the next restart"
+        ),
         Ok(None) => {}
         Ok(Some(certificates)) => tracing::info!(certificates, "SIGHUP: TLS certificates reloaded"),
         Err(e) => {

@@ -12,6 +12,10 @@
 //! the TLS port) gets a plain `400` and a close; a client rustls refuses
 //! (an old TLS version, no common suite) gets rustls' alert and a close.
 //! Never blocks; never touches another shard.
+//!
+//! Nothing here is parsed by us but that first byte: records, handshake
+//! messages and certificates are rustls' (fuzzed upstream), so this module
+//! has no fuzz target of its own.
 
 use super::tls::Stream;
 use super::{serve, Listener};

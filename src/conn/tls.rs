@@ -11,6 +11,11 @@
 //! over the batch; only what is already queued is sealed, never waiting
 //! for more. Sealed records wait in `sealed` (at most one batch) until the
 //! socket takes them; the slow-consumer bound stays on the frame queue.
+//!
+//! What rustls queues on its own after a read (a KeyUpdate answer, an
+//! alert) goes out with the writer's next send: the session does not wake
+//! the writer for it (a ping goes out at least every `ping_interval_ms`,
+//! and an alert is followed by the connection's end, which flushes).
 
 use crate::limits::{TLS_READ_BYTES, TLS_RECORD_PLAINTEXT_BYTES};
 use futures_lite::{ready, AsyncRead, AsyncWrite};
