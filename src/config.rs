@@ -86,7 +86,8 @@ options! {
     /// tolerates slower readers but costs memory per stalled client.
     outgoing_queue_bytes_max: usize = 1024 * 1024;
     /// Time a client has to send its whole HTTP request head, in ms, before
-    /// the socket is closed (slowloris). Default 10000.
+    /// the socket is closed (slowloris). Default 10000. With TLS, the
+    /// handshake has this long too.
     handshake_timeout_ms: u64 = 10_000;
     /// Largest HTTP request head, in bytes. Default 8192.
     request_head_bytes_max: usize = 8 * 1024;
@@ -180,7 +181,20 @@ options! {
     /// members' leaves go out, in ms. Default 5000. Lower notices a dead
     /// node sooner but reaps a node that stalls that long.
     node_timeout_ms: u64 = 5_000;
+    /// TLS: a PEM file with the certificate chain (leaf first) the main
+    /// listener serves; with `tls_key`, every connection to it speaks TLS
+    /// (`wss://`, `https://`). Default none: plain TCP, nothing paid.
+    /// Reloaded on SIGHUP (new handshakes only; open connections keep
+    /// theirs). ECDSA P-256 is the cheapest to handshake.
+    tls_cert: Option<PathBuf> = None;
+    /// TLS: the PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    /// Read at start and on SIGHUP; never logged.
+    tls_key: Option<PathBuf> = None;
     @file_only {
+        /// TLS: more certificates, chosen by the name the client asks for
+        /// (SNI): `[[tls_sni]]` tables with `names` (a list of DNS names),
+        /// `cert` and `key`. A name not listed, or no name, gets `tls_cert`.
+        tls_sni: Vec<SniCertificate> = Vec::new();
         /// Namespaces (docs/PROTOCOL.md section 6): `[[namespace]]` tables with
         /// `prefix` and optional `join_key` and `send_key`. Reloaded on
         /// SIGHUP without dropping a connection.
@@ -190,6 +204,18 @@ options! {
         /// not set. Never a flag: flags show in `ps`.
         cluster_secret_file: Option<PathBuf> = None;
     }
+}
+
+/// One `[[tls_sni]]` table (see `Config::tls_sni`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// The DNS names it serves (compared without regard to case).
+    pub names: Vec<String>,
+    /// Its PEM certificate chain.
+    pub cert: PathBuf,
+    /// Its PEM private key.
+    pub key: PathBuf,
 }
 
 /// A feature switch written `on` or `off` (see `Config::compression`).

@@ -67,7 +67,7 @@
 //! | [`server`] | start N shards, wait until ready, stop them |
 //! | [`router`] | who owns it: channel names, channel tokens, connection ids |
 //! | [`shard`] | one executor's parts: `Owner` (sans-IO, with its cluster side in `shard/cluster.rs`), `Home`, `Admission`, `Links`, `Lifecycle`; `send` and `dispatch`; the join; the sweep |
-//! | [`conn`] | a connection: HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, gathered writer |
+//! | [`conn`] | a connection: its stream (plain, or TLS driven sans-IO: `conn::tls`), the TLS handshake at low priority (`conn::handshake`), HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, gathered writer |
 //! | [`http`] | request heads (httparse), endpoints, upgrade checks, client IP, push bodies, `Response` |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
 //! | [`pubsub`] | classify, JSON check, channel registry, envelopes built once |
@@ -75,6 +75,7 @@
 //! | [`metrics`] | per-shard counters, summed when scraped |
 //! | [`wake`] | `WakerSlot`, `WakerList`: where a task parks |
 //! | [`status`] | the landing page (`/`), the live status page (`/status`) and its JSON snapshot of the same counters, embedded assets |
+//! | [`tls`] | `--tls-cert`: certificates loaded and checked, SNI, one `rustls::ServerConfig` (and session ticketer) for every shard, reload on SIGHUP |
 //! | [`cluster`] | the backplane (`--backplane`): engine interface, Redis scripts, bridge thread, wire format |
 
 pub mod access;
@@ -93,6 +94,7 @@ pub mod router;
 pub mod server;
 pub mod shard;
 pub mod status;
+pub mod tls;
 pub mod wake;
 pub mod ws;
 

@@ -79,3 +79,24 @@ pub const BAN_LIST_ENTRIES_MAX: usize = 100_000;
 /// How long an HTTP push waits for its channel's owner to answer before
 /// it is answered 503: only an overloaded or stopping owner takes long.
 pub const PUSH_ANSWER_TIMEOUT_MS: u64 = 5_000;
+
+/// TLS: ciphertext read per `recv` (one full record: 16 KiB of plaintext
+/// plus its header and tag). Lives on the stack of one poll, so an idle
+/// TLS connection holds no read buffer either.
+pub const TLS_READ_BYTES: usize = 16 * 1024 + 256;
+
+/// TLS: handshakes in progress on one shard at most. Beyond it a new
+/// connection is closed at accept, before any TLS work: a reconnect storm
+/// or a flood of half-open handshakes (each ~0.2 ms of cpu and a few KiB)
+/// must not crowd out the established connections. 256, as the study of
+/// doing TLS on this shape proposed (shared/research/tls-and-deflate.md A4).
+pub const TLS_HANDSHAKES_IN_PROGRESS_MAX: usize = 256;
+
+/// TLS: the cpu shares of the handshake task queue, against glommio's
+/// default queue (1000 shares) where established connections run: under a
+/// storm, handshakes get about a tenth of a busy shard.
+pub const TLS_HANDSHAKE_SHARES: usize = 100;
+
+/// TLS: the most plaintext one record carries (RFC 8446 section 5.1;
+/// rustls' default fragment size), for counting records sealed.
+pub const TLS_RECORD_PLAINTEXT_BYTES: usize = 16 * 1024;

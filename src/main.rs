@@ -1,5 +1,5 @@
 //! The `itty-relay` binary: parse the configuration, start the shards,
-//! reload the namespaces on SIGHUP, and on SIGTERM or SIGINT drain and exit.
+//! reload the namespaces and TLS certificates on SIGHUP, and on SIGTERM or SIGINT drain and exit.
 
 use anyhow::Context;
 use clap::Parser;
@@ -33,13 +33,32 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// SIGHUP: reads the config file again (with the same flags on top) and
-/// puts its namespaces in force. A file with an error is refused, loudly,
-/// and the running configuration stays. Other settings need a restart.
+/// puts its namespaces in force, then loads the TLS certificates again
+/// (new handshakes get them; open connections keep theirs). A file with an
+/// error is refused, loudly, and what runs stays. Other settings need a
+/// restart.
 fn reload(server: &Server, running: &mut Config, cli: &Cli) {
-    let Some(file) = cli.config.as_deref() else {
+    if let Some(file) = cli.config.as_deref() {
+        reload_namespaces(server, running, cli, file);
+    } else if !server.is_tls() {
         tracing::warn!("SIGHUP: nothing to reload (the relay was started without --config)");
         return;
-    };
+    }
+    // The certificate paths come from the flags or the file just read.
+    match server.reload_certificates(running) {
+        Ok(None) if running.tls_cert.is_some() => tracing::warn!(
+            "SIGHUP: tls_cert is set but the relay started without TLS; it takes effect at \
+             the next restart"
+        ),
+        Ok(None) => {}
+        Ok(Some(certificates)) => tracing::info!(certificates, "SIGHUP: TLS certificates reloaded"),
+        Err(e) => {
+            tracing::error!("SIGHUP: TLS certificates refused, the running ones stay in force: {e}")
+        }
+    }
+}
+
+fn reload_namespaces(server: &Server, running: &mut Config, cli: &Cli, file: &std::path::Path) {
     let loaded = Config::load(Some(file), cli.overrides.clone())
         .and_then(|config| server.reload_namespaces(&config).map(|n| (config, n)));
     match loaded {
@@ -50,15 +69,21 @@ fn reload(server: &Server, running: &mut Config, cli: &Cli) {
             tracing::info!(namespaces, "SIGHUP: namespaces reloaded");
             let others = |c: &Config| Config {
                 namespace: Vec::new(),
+                tls_cert: None,
+                tls_key: None,
+                tls_sni: Vec::new(),
                 ..c.clone()
             };
             if others(running) != others(&config) {
                 tracing::warn!(
-                    "SIGHUP: settings other than namespaces changed in the file; \
-                     they take effect at the next restart"
+                    "SIGHUP: settings other than namespaces and TLS certificates changed in \
+                     the file; they take effect at the next restart"
                 );
             }
             running.namespace = config.namespace;
+            running.tls_cert = config.tls_cert;
+            running.tls_key = config.tls_key;
+            running.tls_sni = config.tls_sni;
         }
     }
 }

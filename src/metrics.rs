@@ -70,6 +70,21 @@ counters! {
     kicks,
     /// IPs banned (one per kick).
     bans,
+    /// TLS handshakes completed (`--tls-cert`).
+    tls_handshakes,
+    /// TLS handshakes that failed: an alert, a bad record, the deadline,
+    /// plain HTTP on the TLS port, or the client leaving.
+    tls_handshake_failures,
+    /// TLS connections closed at accept, before any TLS work: a banned or
+    /// rate-limited IP, or the shard's handshakes-in-progress bound.
+    tls_handshakes_refused,
+    /// TLS handshakes in progress now.
+    tls_handshakes_in_progress,
+    /// TLS records sealed by connection writers (frames per record:
+    /// `tls_frames_sealed / tls_records_sealed`).
+    tls_records_sealed,
+    /// WebSocket frames (and HTTP responses) sealed into those records.
+    tls_frames_sealed,
 }
 
 /// A counter with a single writer (its shard).
@@ -126,7 +141,10 @@ impl ShardCounters {
 
 /// Whether the plain counter `name` is a gauge (a level, not a total).
 pub fn is_gauge(name: &str) -> bool {
-    matches!(name, "connections_open" | "channels")
+    matches!(
+        name,
+        "connections_open" | "channels" | "tls_handshakes_in_progress"
+    )
 }
 
 /// Writes one labelled counter family: a line per shard and label.

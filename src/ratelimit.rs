@@ -57,6 +57,11 @@ impl Bucket {
         Ok(())
     }
 
+    /// Whether `take` would succeed now, without taking.
+    pub fn would_take(&self, rate: Rate, now_ns: u64) -> bool {
+        now_ns >= self.tat_ns.max(now_ns).saturating_sub(rate.tolerance_ns)
+    }
+
     /// Whether the bucket has refilled completely by `now_ns` (and so can
     /// be forgotten: a new one starts full too).
     pub fn is_full(&self, now_ns: u64) -> bool {
@@ -132,6 +137,14 @@ impl IpBuckets {
             .map_err(|wait_ns| OverLimit::RateLimited {
                 retry_after_secs: secs_ceil(wait_ns),
             })
+    }
+
+    /// Whether `take` would succeed now for `ip`, without taking (a TLS
+    /// handshake is checked at accept; its upgrade takes the token).
+    pub fn would_take(&self, ip: IpKey, now_ns: u64) -> bool {
+        self.buckets
+            .get(&ip)
+            .is_none_or(|b| b.would_take(self.rate, now_ns))
     }
 
     /// Forgets the buckets that are full again (they carry no state).

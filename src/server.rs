@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::id::{random_seed, ShardId, UidCipher};
 use crate::metrics::{self, Metrics};
 use crate::shard::{self, message::Batch, Shard, ShardWiring};
+use crate::tls::Tls;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::io::Write;
@@ -36,6 +37,8 @@ pub struct Server {
     /// The backplane's thread, in a cluster; stopped after the shards.
     bridge: Option<Bridge>,
     cluster: Option<Arc<Cluster>>,
+    /// TLS on the main listener, when on: reloaded on SIGHUP.
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -60,6 +63,8 @@ impl Server {
             .as_ref()
             .map(|l| l.local_addr())
             .transpose()?;
+        // Before anything starts: a broken certificate stops the start.
+        let tls = Tls::from_config(&config)?;
         let (cluster, mut engine_wakes) = cluster(&config, shards)?;
         let cipher = match &cluster {
             // Every node maps engine numbers to the same uids.
@@ -73,6 +78,7 @@ impl Server {
             cipher,
             congested: (0..shards).map(|_| Default::default()).collect(),
             cluster: cluster.clone(),
+            tls: tls.as_ref().map(Tls::server_config),
         };
         let (mut senders, mut receivers) = queues(shards, common.config.forward_queue_slots);
         let mut server = Server {
@@ -85,6 +91,7 @@ impl Server {
             executors: Vec::with_capacity(shards),
             bridge: None,
             cluster: cluster.clone(),
+            tls,
         };
         // One readiness channel per shard: a shard whose executor cannot
         // start drops its sender, which is noticed at once.
@@ -176,6 +183,19 @@ impl Server {
         Ok(namespaces.len())
     }
 
+    /// Loads `config`'s TLS certificates again and puts them in force for
+    /// new handshakes (open connections keep theirs). A missing or broken
+    /// file is refused and the old certificates stay. `Ok(None)`: TLS is
+    /// off. Returns how many certificates are served.
+    pub fn reload_certificates(&self, config: &Config) -> Result<Option<usize>, Error> {
+        self.tls.as_ref().map(|tls| tls.reload(config)).transpose()
+    }
+
+    /// Whether the main listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn shards(&self) -> usize {
         self.shards
     }
@@ -228,6 +248,7 @@ struct Common {
     cipher: UidCipher,
     congested: crate::shard::Congestion,
     cluster: Option<Arc<Cluster>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Common {
@@ -239,11 +260,15 @@ impl Common {
             self.metrics.clone(),
         );
         let (congested, namespaces) = (self.congested.clone(), self.namespaces.clone());
-        let cluster = self.cluster.clone();
+        let (cluster, tls) = (self.cluster.clone(), self.tls.clone());
         Box::new(move || {
             let shard = Shard::new(id, shards, config, cipher, metrics, congested, namespaces);
-            match cluster {
+            let shard = match cluster {
                 Some(cluster) => shard.with_cluster(cluster),
+                None => shard,
+            };
+            match tls {
+                Some(tls) => shard.with_tls(tls),
                 None => shard,
             }
         })

@@ -19,9 +19,9 @@ use crate::pubsub::summary::{add_common_params, opt};
 use crate::pubsub::{join_all, Common, Config};
 use crate::report::{round3, Report};
 use crate::sys;
+use crate::tls::Conn;
 use crate::ws::{self, SetupError};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use glommio::{spawn_local, LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -85,7 +85,7 @@ struct Stats {
     /// ... to joined (the own join event, NATS's `PONG`, nchan's `101`).
     join: Histogram<u64>,
     tick: Histogram<u64>,
-    held: Vec<TcpStream>,
+    held: Vec<Conn>,
 }
 
 impl Stats {
@@ -263,6 +263,9 @@ pub fn run(a: ConnectArgs) -> anyhow::Result<()> {
         gen_util.map_or("?".into(), |u| format!("{:.1}%", u * 100.0)),
     );
     r.add("generator_saturated", gen_util.is_some_and(|u| u > 0.9));
+    if cfg.tls.is_some() {
+        crate::pubsub::summary::add_generator_tls(&mut r, None);
+    }
     match (relay_start, relay_end) {
         (Some(s), Some(e)) => {
             let cpu_s = (e - s) as f64 / 1e9;
@@ -436,6 +439,7 @@ async fn executor(
     }
     let mut st = stats.borrow_mut();
     st.held.clear();
+    crate::tls::flush_thread_cpu();
     Counts {
         attempts: st.attempts,
         joined: st.joined,
@@ -509,17 +513,18 @@ async fn attempt(shared: Arc<Shared>, stats: Rc<RefCell<Stats>>, k: u64, due: u6
     shared.in_flight.fetch_sub(1, Relaxed);
 }
 
-/// Connects, upgrades, sends the protocol's join frames and reads until
-/// joined; returns the stream and the time to `101` (us from `due`).
-async fn connect_and_join(
-    shared: &Shared,
-    k: u64,
-    due: u64,
-) -> Result<(TcpStream, u64), SetupError> {
+/// Connects (over TLS for `wss://`), upgrades, sends the protocol's join
+/// frames and reads until joined; returns the stream and the time to `101`
+/// (us from `due`).
+async fn connect_and_join(shared: &Shared, k: u64, due: u64) -> Result<(Conn, u64), SetupError> {
     let cfg = &shared.cfg;
     let wire = cfg.wire;
     let from = cfg.sources.for_conn(k as usize);
-    let mut stream = net::connect(cfg.target.addr, from, shared.attempt_timeout).await?;
+    let tcp = net::connect(cfg.target.addr, from, shared.attempt_timeout).await?;
+    let mut stream = match &cfg.tls {
+        None => Conn::Plain(tcp),
+        Some(tls) => tls.connect(tcp).await?,
+    };
     let channel = k as usize % shared.requests.len();
     let mut buf = vec![0u8; 4096];
     let (mut start, mut filled) =

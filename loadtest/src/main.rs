@@ -30,6 +30,7 @@ mod pubsub;
 mod report;
 mod sweep;
 mod sys;
+mod tls;
 mod ws;
 
 use clap::{Parser, Subcommand};

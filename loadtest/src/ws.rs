@@ -4,8 +4,7 @@
 //! client frames, and a scanner that walks server frame headers in a read
 //! buffer without parsing the JSON inside.
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 /// A fixed `Sec-WebSocket-Key` (RFC 6455's own example) and the accept value
@@ -24,10 +23,14 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xa;
 
-/// Where the relay is: `ws://host[:port][/prefix]`.
+/// Where the relay is: `ws://host[:port][/prefix]` or `wss://...`.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `wss://`: TLS to the relay.
+    pub tls: bool,
+    /// The host without its port (the TLS server name).
+    pub server_name: String,
     /// The `Host` header: as written in the URL.
     pub host: String,
     /// A path prefix before `/c/<channel>` (empty for a relay at the root).
@@ -36,9 +39,11 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> anyhow::Result<Target> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            anyhow::anyhow!("only ws:// URLs are supported (got {url:?}); terminate TLS elsewhere")
-        })?;
+        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => anyhow::bail!("only ws:// and wss:// URLs are supported (got {url:?})"),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -52,8 +57,15 @@ impl Target {
         {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
+        let server_name = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => authority,
+        }
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| anyhow::anyhow!("cannot resolve {authority:?}: {e}"))?
@@ -61,6 +73,8 @@ impl Target {
             .ok_or_else(|| anyhow::anyhow!("{authority:?} resolves to no address"))?;
         Ok(Target {
             addr,
+            tls,
+            server_name,
             host: authority.to_owned(),
             prefix: path.trim_end_matches('/').to_owned(),
         })
@@ -97,8 +111,8 @@ impl SetupError {
 /// Sends the upgrade request and reads the response head into `buf`.
 /// Returns `(head_len, filled)`: bytes `buf[head_len..filled]` are already
 /// WebSocket frames (the join event often rides in the same segment).
-pub async fn handshake(
-    stream: &mut TcpStream,
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     request: &[u8],
     buf: &mut [u8],
 ) -> Result<(usize, usize), SetupError> {

@@ -6,9 +6,13 @@
 //! or a close code, never propagated to the accept loop.
 
 pub mod handle;
+pub mod handshake;
 mod push;
 mod session;
+mod tls;
 mod writer;
+
+pub use tls::Stream;
 
 use crate::config::{MetricsEndpoint, Switch};
 use crate::http::{self, Endpoint, HeadError, HeadLimits, Refusal, RequestHead, Response};
@@ -17,7 +21,6 @@ use crate::ratelimit::IpKey;
 use crate::shard::join::admit_join;
 use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -55,10 +58,10 @@ enum Next {
 }
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) {
+pub async fn serve(shard: Rc<Shard>, mut stream: Stream, listener: Listener) {
     let _tracked = shard.track_socket();
-    let _ = stream.set_nodelay(true);
-    let peer = match stream.peer_addr() {
+    let _ = stream.tcp().set_nodelay(true);
+    let peer = match stream.tcp().peer_addr() {
         Ok(addr) => addr.ip(),
         Err(_) => return, // already gone
     };
@@ -66,10 +69,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
             Ok(Some(head)) => head,
-            Ok(None) => return, // closed or timed out between requests
+            Ok(None) => return close(&shard, stream).await, // closed or timed out between requests
             Err(e) => {
                 respond(&mut stream, &head_error_response(e), false).await;
-                return;
+                return close(&shard, stream).await;
             }
         };
         shard.counters().http_requests.incr();
@@ -94,19 +97,33 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: Listener) 
             Next::Respond(response) => {
                 respond(&mut stream, &response, head_only).await;
                 if !response.keep_alive {
-                    return;
+                    return close(&shard, stream).await;
                 }
             }
             Next::Refuse(response) => {
                 respond(&mut stream, &response, false).await;
-                return;
+                return close(&shard, stream).await;
             }
             Next::Served(true) => {}
-            Next::Served(false) => return,
+            Next::Served(false) => return close(&shard, stream).await,
             Next::Upgrade(mode, upgrade, ip) => {
                 return session::run_session(shard, stream, buf, mode, upgrade, ip).await
             }
         }
+    }
+}
+
+/// Ends a connection after its HTTP phase: over TLS, a close_notify first
+/// (bounded by the close timeout), so a client reading to the end sees a
+/// clean end rather than a truncation. Plain TCP just closes.
+async fn close(shard: &Shard, mut stream: Stream) {
+    if let Stream::Tls(_) = stream {
+        let deadline = Duration::from_millis(shard.config().close_timeout_ms);
+        let _ = glommio::timer::timeout(deadline, async {
+            stream.close().await?;
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -134,7 +151,7 @@ fn listener_endpoint(
 /// its body and answers, the others answer at once.
 async fn serve_endpoint(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     endpoint: Endpoint,
@@ -221,7 +238,7 @@ fn upgrade(shard: &Shard, head: &RequestHead, accept_key: String) -> session::Up
 
 /// The one writer of the HTTP phase: sends `response` (its head only for a
 /// `HEAD` request); returns whether it was written.
-async fn respond(stream: &mut TcpStream, response: &Response, head_only: bool) -> bool {
+async fn respond(stream: &mut Stream, response: &Response, head_only: bool) -> bool {
     stream
         .write_all(&response.to_bytes(head_only))
         .await
@@ -248,7 +265,7 @@ fn serves_metrics(shard: &Shard, listener: Listener) -> bool {
 /// On success, `buf` keeps only the bytes after the head.
 async fn read_head(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
     let config = shard.config();

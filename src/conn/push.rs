@@ -5,6 +5,7 @@
 //! other message, without `uid` or `alias`. Every answer is a short JSON
 //! body; runs on the shard that accepted the connection.
 
+use super::Stream;
 use crate::http::body::{framing, BodyDecoder};
 use crate::http::{RequestHead, Response};
 use crate::outcome::PushAnswer;
@@ -12,7 +13,6 @@ use crate::ratelimit::IpKey;
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ const BODY_READ_BYTES: usize = 16 * 1024;
 /// its next request.
 pub async fn serve_push(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     channel: &str,
@@ -46,8 +46,11 @@ pub async fn serve_push(
 /// half-close, then read and discard what the client was still sending,
 /// within bounds. Closing with unread bytes would make the kernel send a
 /// reset, and the client could lose the answer to it.
-async fn linger(shard: &Shard, stream: &mut TcpStream) {
+async fn linger(shard: &Shard, stream: &mut Stream) {
     use std::os::fd::AsRawFd;
+    // Over TLS the close_notify goes first, then the FIN.
+    stream.queue_close_notify();
+    let _ = futures_lite::AsyncWriteExt::flush(stream).await;
     // SAFETY: shutting down the write side of a socket we own.
     unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
     let budget = shard.config().message_bytes_max + LINGER_EXTRA_BYTES;
@@ -68,7 +71,7 @@ async fn linger(shard: &Shard, stream: &mut TcpStream) {
 
 async fn answer(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     head: &RequestHead,
     channel: &str,
@@ -119,7 +122,7 @@ async fn answer(
 /// handshake timeout; leaves in `buf` whatever follows it.
 async fn read_body(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     mut decoder: BodyDecoder,
 ) -> Result<Vec<u8>, PushAnswer> {

@@ -5,6 +5,7 @@
 
 use super::handle::ConnHandle;
 use super::writer;
+use super::Stream;
 use crate::error::CloseReason;
 use crate::http::{self, JoinOptions};
 use crate::id::Uid;
@@ -19,7 +20,6 @@ use crate::ws::deflate::{InflateError, Negotiated};
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
-use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -63,7 +63,7 @@ pub struct Upgrade {
 
 pub async fn run_session(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Stream,
     leftover: Vec<u8>,
     mode: Mode,
     upgrade: Upgrade,
@@ -117,7 +117,7 @@ pub async fn run_session(
 /// Opens the connection on its shard, queues the `101` and asks the
 /// channel's owner for the join. Consumes what only the handshake needs, so
 /// none of it stays in the session's future.
-fn open(shard: &Shard, stream: &TcpStream, mode: Mode, upgrade: Upgrade) -> Rc<ConnHandle> {
+fn open(shard: &Shard, stream: &Stream, mode: Mode, upgrade: Upgrade) -> Rc<ConnHandle> {
     let echo = matches!(&mode, Mode::Channel(_, o, _) if o.echo);
     let conn = shard.open_conn(echo);
     let extensions = upgrade.deflate.map(|d| {
@@ -142,7 +142,7 @@ fn open(shard: &Shard, stream: &TcpStream, mode: Mode, upgrade: Upgrade) -> Rc<C
 async fn close(
     shard: &Shard,
     conn: &ConnHandle,
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<Stream>,
     writer: glommio::Task<()>,
     reason: CloseReason,
 ) {
@@ -167,7 +167,7 @@ async fn close(
 async fn read_frames(
     shard: &Shard,
     conn: &ConnHandle,
-    stream: &RefCell<TcpStream>,
+    stream: &RefCell<Stream>,
     leftover: Vec<u8>,
     mut decoder: Decoder,
     role: Role,
@@ -430,7 +430,7 @@ fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
 
 /// Reads and discards until the peer closes (after our close frame). The
 /// bytes land in the shard's shared buffer: nothing is kept per connection.
-async fn drain_until_eof(shard: &Shard, stream: &RefCell<TcpStream>) {
+async fn drain_until_eof(shard: &Shard, stream: &RefCell<Stream>) {
     let shared = shard.read_buffer();
     loop {
         match poll_fn(|cx| {

@@ -9,12 +9,12 @@
 //! io_uring poll until the socket is writable.
 
 use super::handle::ConnHandle;
+use super::Stream;
 use crate::error::CloseReason;
 use crate::limits::WRITE_BATCH_FRAMES;
 use crate::shard::Shard;
 use crate::ws::frame::close_frame;
 use futures_lite::{future, AsyncWrite};
-use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
@@ -26,12 +26,12 @@ use std::time::Duration;
 /// The writer's position: how much of the head frame is already sent.
 struct Writer {
     conn: Rc<ConnHandle>,
-    stream: Rc<RefCell<TcpStream>>,
+    stream: Rc<RefCell<Stream>>,
     shard: Rc<Shard>,
     head_written: usize,
 }
 
-pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<TcpStream>>) {
+pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<Stream>>) {
     let mut w = Writer {
         conn,
         stream,
@@ -59,6 +59,72 @@ impl Writer {
     /// One gathered write of what is queued; parks until writable if the
     /// socket is full.
     async fn flush_once(&mut self) -> io::Result<()> {
+        let tls = matches!(&*self.stream.borrow(), Stream::Tls(_));
+        match tls {
+            true => self.flush_sealed().await,
+            false => self.flush_plain().await,
+        }
+    }
+
+    /// TLS: seals what is queued (if no sealed batch still waits), then
+    /// sends the records; parks until writable if the socket is full.
+    async fn flush_sealed(&mut self) -> io::Result<()> {
+        let sealed = {
+            let mut stream = self.stream.borrow_mut();
+            let Stream::Tls(tls) = &mut *stream else {
+                unreachable!("flush_sealed on a plain stream")
+            };
+            if tls.has_sealed() {
+                0
+            } else {
+                self.seal_gathered(tls)?
+            }
+        };
+        if sealed > 0 {
+            self.advance(sealed);
+        }
+        let stream = &self.stream;
+        let send = poll_fn(|cx| match &mut *stream.borrow_mut() {
+            Stream::Tls(tls) => tls.poll_send_sealed(cx),
+            Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
+        });
+        // As in `flush_plain`: an end must not wait for a full socket.
+        if self.conn.ended().is_some() {
+            send.await
+        } else {
+            let ended = async {
+                self.conn.ended_while_blocked().await;
+                Ok(())
+            };
+            future::or(send, ended).await
+        }
+    }
+
+    /// Hands up to `WRITE_BATCH_FRAMES` queued frames to rustls in one
+    /// vectored write (one record per 16 KiB); returns the plaintext bytes
+    /// it took.
+    fn seal_gathered(&self, tls: &mut super::tls::TlsStream) -> io::Result<usize> {
+        let queue = self.conn.queue().borrow();
+        let mut slices = [io::IoSlice::new(&[]); WRITE_BATCH_FRAMES];
+        let mut count = 0;
+        for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
+            let start = if i == 0 { self.head_written } else { 0 };
+            slices[i] = io::IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let n = tls.seal(&slices[..count])?;
+        let c = self.shard.counters();
+        c.tls_records_sealed
+            .add(n.div_ceil(crate::limits::TLS_RECORD_PLAINTEXT_BYTES) as u64);
+        c.tls_frames_sealed.add(count as u64);
+        Ok(n)
+    }
+
+    /// Plain TCP: one `sendmsg` of what is queued.
+    async fn flush_plain(&mut self) -> io::Result<()> {
         match self.send_gathered() {
             Ok(n) => {
                 self.advance(n);
@@ -170,6 +236,14 @@ impl Writer {
                     return;
                 }
             }
+            // Over TLS: close_notify after the close frame.
+            self.stream.borrow_mut().queue_close_notify();
+            let stream = &self.stream;
+            let _ = poll_fn(|cx| match &mut *stream.borrow_mut() {
+                Stream::Tls(tls) => tls.poll_send_sealed(cx),
+                Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
+            })
+            .await;
         };
         let _ = glommio::timer::timeout(deadline, async {
             drain.await;

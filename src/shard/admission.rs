@@ -67,6 +67,14 @@ impl Admission {
         })
     }
 
+    /// Whether an upgrade from `ip` would pass the ban list and its bucket
+    /// now, taking nothing: checked at accept before a TLS handshake, so a
+    /// banned or flooding IP costs no TLS work.
+    pub fn would_admit_upgrade(&self, ip: IpKey, now_ns: u64) -> bool {
+        self.bans.borrow().check(ip, now_ns).is_ok()
+            && self.upgrade_buckets.borrow().would_take(ip, now_ns)
+    }
+
     /// Takes a push token for `ip`; `Err(retry_after_secs)` when over.
     pub fn admit_push(&self, ip: IpKey, now_ns: u64) -> Result<(), u64> {
         self.push_buckets

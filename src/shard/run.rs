@@ -174,11 +174,25 @@ async fn connect_peers(
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
+    // TLS on the main listener only (`--metrics ADDR` stays plain).
+    let tls = match kind {
+        Listener::Main => shard.tls_config().cloned(),
+        Listener::Metrics => None,
+    };
+    let queues = tls
+        .as_ref()
+        .map(|_| crate::conn::handshake::Queues::create());
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(crate::conn::serve(shard.clone(), stream, kind)).detach();
-            }
+            Ok(stream) => match (&tls, queues) {
+                (Some(config), Some(queues)) => {
+                    crate::conn::handshake::accept(&shard, stream, config, queues)
+                }
+                _ => {
+                    let stream = crate::conn::Stream::Plain(stream);
+                    glommio::spawn_local(crate::conn::serve(shard.clone(), stream, kind)).detach();
+                }
+            },
             Err(_) if shard.draining() => return, // the listener was shut down
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning.

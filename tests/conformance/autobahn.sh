@@ -14,6 +14,11 @@
 #      first seven rows of every data set (84 cases, about a tenth of the
 #      whole run's time); AUTOBAHN_DEFLATE=all runs all 216 (about 5
 #      minutes here).
+#   4. wss://: sections 1 to 10 against /__echo of a third relay with
+#      `--tls-cert` (a P-256 certificate made here for localhost), through
+#      tls_tunnel.py, because kosoku has no TLS: kosoku speaks ws:// to the
+#      tunnel, which carries every byte unchanged over TLS to the relay.
+#      The same expected outcomes as over plain TCP: expected-echo.txt.
 #
 # The relay runs with its defaults (the 100 KiB message limit included, so
 # section 9's larger messages end in 1009 as they would for users) except two:
@@ -109,6 +114,50 @@ if grep -qi panic "$out/relay-deflate.log"; then
 fi
 trap 'kill "$relay" 2>/dev/null || true' EXIT
 
+# Section 4: a third relay speaking TLS, reached through the tunnel.
+tls_dir=$out/tls
+mkdir -p "$tls_dir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -days 2 \
+  -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
+: >"$out/relay-tls.log"
+NO_COLOR=1 RUST_LOG=info target/release/itty-relay \
+  --listen 127.0.0.1:0 --shards 2 --pin false --echo-endpoint true \
+  --tls-cert "$tls_dir/cert.pem" --tls-key "$tls_dir/key.pem" \
+  --upgrades-per-ip-per-sec 100000 --upgrades-per-ip-burst 100000 \
+  >"$out/relay-tls.log" 2>&1 &
+tls_relay=$!
+trap 'kill "$relay" "$tls_relay" 2>/dev/null || true' EXIT
+tls_addr=
+for _ in $(seq 100); do
+  tls_addr=$(sed -n 's/.*local_addr=\([0-9.:]*\).*/\1/p' "$out/relay-tls.log" | head -n 1)
+  [ -n "$tls_addr" ] && break
+  kill -0 "$tls_relay" 2>/dev/null || { cat "$out/relay-tls.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$tls_addr" ] || { cat "$out/relay-tls.log" >&2; exit 1; }
+: >"$out/tunnel.addr"
+python3 "$here/tls_tunnel.py" "$tls_addr" "$tls_dir/cert.pem" >"$out/tunnel.addr" 2>"$out/tunnel.log" &
+tunnel=$!
+trap 'kill "$relay" "$tls_relay" "$tunnel" 2>/dev/null || true' EXIT
+tunnel_addr=
+for _ in $(seq 100); do
+  tunnel_addr=$(head -n 1 "$out/tunnel.addr")
+  [ -n "$tunnel_addr" ] && break
+  kill -0 "$tunnel" 2>/dev/null || { cat "$out/tunnel.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$tunnel_addr" ] || { echo "the TLS tunnel printed no address" >&2; exit 1; }
+run_cases echo-tls "ws://$tunnel_addr/__echo" -p 2 -x '12.*' -x '13.*'
+kill "$tunnel" 2>/dev/null || true
+kill -TERM "$tls_relay"
+wait "$tls_relay" || { echo "the TLS relay did not exit cleanly" >&2; exit 1; }
+if grep -qi panic "$out/relay-tls.log"; then
+  grep -i -m 5 panic "$out/relay-tls.log" >&2
+  exit 1
+fi
+trap 'kill "$relay" 2>/dev/null || true' EXIT
+
 # It drains within shutdown_timeout_ms (5 s by default).
 kill -TERM "$relay"
 for _ in $(seq 100); do
@@ -137,6 +186,7 @@ echo "relay: stopped by SIGTERM, exit status 0, no panic logged"
 
 ok=0
 python3 "$here/compare.py" "$here/expected-echo.txt" "$out/echo" || ok=1
+python3 "$here/compare.py" "$here/expected-echo.txt" "$out/echo-tls" || ok=1
 python3 "$here/compare.py" "$here/expected-channel.txt" "$out/channel" \
   --same-framing-as "$out/echo" || ok=1
 subset=--subset

@@ -20,3 +20,4 @@ mod protocol;
 mod push;
 mod scale;
 mod security;
+mod tls;

@@ -216,7 +216,8 @@ fn join_from(relay: &Relay, path: &str) -> Client {
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
     crate::run_log::record_path(path);
-    let (ws, _) = tungstenite::client::client(relay.url(path), stream).expect("handshake");
+    let (ws, _) =
+        tungstenite::client::client(relay.url(path), Conn::Plain(stream)).expect("handshake");
     let mut client = Client {
         ws,
         uid: String::new(),

@@ -44,7 +44,7 @@ fn tcp_from(addr: SocketAddr, source: Ipv4Addr) -> TcpStream {
 
 /// Joins `path` from `source` and reads the own join event.
 fn join_from(relay: &Relay, source: Ipv4Addr, path: &str) -> Client {
-    let stream = tcp_from(relay.addr, source);
+    let stream = Conn::Plain(tcp_from(relay.addr, source));
     let (ws, _) = tungstenite::client::client(relay.url(path), stream).expect("handshake");
     let mut client = Client {
         ws,
@@ -257,7 +257,7 @@ fn the_log_names_nothing_from_a_scenario_that_reaches_every_log_path() {
         ),
     ] {
         let mut raw = Raw {
-            stream: tcp_from(relay.addr, CLIENT),
+            stream: Conn::Plain(tcp_from(relay.addr, CLIENT)),
         };
         raw.stream
             .write_all(Raw::handshake_request(&format!("/c/{MARKER}-close-chan")).as_bytes())
@@ -294,7 +294,7 @@ fn the_log_names_nothing_from_a_scenario_that_reaches_every_log_path() {
 
     // A head that never completes, and a member that vanishes.
     let mut slow_head = Raw {
-        stream: tcp_from(relay.addr, CLIENT),
+        stream: Conn::Plain(tcp_from(relay.addr, CLIENT)),
     };
     slow_head
         .stream
@@ -323,7 +323,9 @@ fn the_log_names_nothing_from_a_scenario_that_reaches_every_log_path() {
         socket.connect(&relay.addr.into()).unwrap();
         let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-        let mut raw = Raw { stream };
+        let mut raw = Raw {
+            stream: Conn::Plain(stream),
+        };
         let path = format!("{slow_chan}?as={MARKER}-alias-slow&announce=true");
         raw.stream
             .write_all(Raw::handshake_request(&path).as_bytes())

@@ -53,6 +53,10 @@ pub struct Common {
     /// what is measured.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "full")]
     pub deflate: Option<InflateMode>,
+    /// For `wss://` URLs: the PEM certificates to trust (the relay's CA).
+    /// Default: the file in SSL_CERT_FILE. Verification is never skipped.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
     /// Print the summary as one JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +123,8 @@ pub const AUTO_CONNS_PER_SOURCE_IP: usize = 20;
 pub struct Config {
     pub url: String,
     pub target: Target,
+    /// `wss://`: the TLS client every connection uses.
+    pub tls: Option<crate::tls::ClientTls>,
     /// Every URL's address (connection i uses `addrs[i % len]`).
     pub addrs: Vec<std::net::SocketAddr>,
     pub wire: &'static dyn Wire,
@@ -175,6 +181,11 @@ impl Config {
         cfg.warmup = traffic.warmup;
         cfg.grace = traffic.grace;
         cfg.recv = traffic.recv;
+        if cfg.tls.is_some() && cfg.recv == RecvMode::Epoll {
+            // The epoll pump reads raw sockets; TLS needs its session.
+            eprintln!("NOTE: over wss:// receivers read through io_uring (--recv uring)");
+            cfg.recv = RecvMode::Uring;
+        }
         Ok(cfg)
     }
 
@@ -210,9 +221,17 @@ impl Config {
             sys::pid_cpu_ns(pid)?;
         }
         let nofile = net::ensure_fd_limit(connections as u64 + 256);
+        let tls = match target.tls {
+            true => Some(crate::tls::ClientTls::new(
+                common.ca.as_deref(),
+                &target.server_name,
+            )?),
+            false => None,
+        };
         Ok(Config {
             url: common.url.join(","),
             target,
+            tls,
             addrs,
             wire: common.proto.wire(),
             cpus,

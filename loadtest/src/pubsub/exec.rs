@@ -139,6 +139,7 @@ async fn executor(
     if let Some(pump) = pump {
         pump.await;
     }
+    crate::tls::flush_thread_cpu();
     // `set` goes here, and with it the members' sockets: a sweep's steps
     // must not add up to the open-file limit.
     stats

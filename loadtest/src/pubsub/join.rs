@@ -10,9 +10,9 @@ use super::recv::{Reader, Receiver, Writer};
 use super::state::Role;
 use crate::net;
 use crate::sys;
+use crate::tls::Conn;
 use crate::ws::{self, SetupError};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -85,13 +85,19 @@ async fn try_join(local: &Local, i: usize, role: Role) -> Result<Joined, SetupEr
     let channel = &shared.plan.channels[spec.channel as usize];
     let deadline = sys::now_ns() + shared.join_timeout.as_nanos() as u64;
     let remaining = || Duration::from_nanos(deadline.saturating_sub(sys::now_ns()).max(1));
-    let mut stream = timed(
+    let stream = timed(
         remaining(),
         net::connect(shared.addr_for(i), shared.sources.for_conn(i), remaining()),
     )
     .await
     .ok_or(SetupError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
+    let mut stream = match &shared.tls {
+        None => Conn::Plain(stream),
+        Some(tls) => timed(remaining(), tls.connect(stream))
+            .await
+            .ok_or(SetupError::Timeout("TLS handshake"))??,
+    };
     let mut rx = Receiver::new(local, role, stream.as_raw_fd(), channel, spec.publisher);
     let (head_len, filled) = timed(
         remaining(),
@@ -151,7 +157,7 @@ async fn own_join(
 /// The connection of HTTP push client `p`: connected with a permit of the
 /// connect semaphore (no upgrade: each request stands alone), counted as
 /// settled and as joined or failed.
-pub async fn connect_push(local: &Local, p: u32) -> Option<TcpStream> {
+pub async fn connect_push(local: &Local, p: u32) -> Option<Conn> {
     let shared = &local.shared;
     let i = shared.plan.conns.len() + p as usize;
     let source = shared.sources.for_conn(i);
@@ -176,6 +182,20 @@ pub async fn connect_push(local: &Local, p: u32) -> Option<TcpStream> {
         }
     };
     let _ = stream.set_nodelay(true);
+    let stream = match &shared.tls {
+        None => Conn::Plain(stream),
+        Some(tls) => match timed(shared.join_timeout, tls.connect(stream)).await {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                shared.fail(&e);
+                return None;
+            }
+            None => {
+                shared.fail(&SetupError::Timeout("TLS handshake"));
+                return None;
+            }
+        },
+    };
     shared.publishers_joined.fetch_add(1, Relaxed);
     Some(stream)
 }

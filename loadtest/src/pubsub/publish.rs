@@ -10,9 +10,9 @@ use super::local::{wait_for_t0, Local};
 use super::schedule::{Due, PayloadBuilder, Schedule, Timing};
 use super::state::{ConnSpec, Shared};
 use crate::sys;
+use crate::tls::Conn;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 use std::cell::RefCell;
@@ -57,7 +57,7 @@ async fn next_due(local: &Local, sched: &Schedule) -> Option<u64> {
 
 /// A WebSocket publisher (connection `spec`, publisher id `p`): one frame
 /// per message, one write per frame.
-pub async fn publish_ws(local: &Local, spec: ConnSpec, p: u32, mut writer: WriteHalf<TcpStream>) {
+pub async fn publish_ws(local: &Local, spec: ConnSpec, p: u32, mut writer: WriteHalf<Conn>) {
     let shared = &*local.shared;
     let Some(t0) = wait_for_t0(shared).await else {
         return;
@@ -161,12 +161,7 @@ impl Pipeline {
 
 /// An HTTP push client (publisher `p`) writing its requests to `writer`;
 /// its responses are read by `read_responses` on the same `pipeline`.
-pub async fn publish_push(
-    local: &Local,
-    p: u32,
-    mut writer: WriteHalf<TcpStream>,
-    pipeline: &Pipeline,
-) {
+pub async fn publish_push(local: &Local, p: u32, mut writer: WriteHalf<Conn>, pipeline: &Pipeline) {
     let shared = &*local.shared;
     let spec = shared.plan.push.clone().expect("push plan");
     let Some(t0) = wait_for_t0(shared).await else {
@@ -213,11 +208,7 @@ pub async fn publish_push(
 /// Reads a push client's responses until its connection ends: status
 /// counted, `recipients` summed, latency from the request's scheduled time;
 /// each response gives its unit of the window back.
-pub async fn read_responses(
-    local: Rc<Local>,
-    mut reader: ReadHalf<TcpStream>,
-    pipeline: Rc<Pipeline>,
-) {
+pub async fn read_responses(local: Rc<Local>, mut reader: ReadHalf<Conn>, pipeline: Rc<Pipeline>) {
     let mut buf = vec![0u8; 16 * 1024];
     let (mut start, mut filled) = (0usize, 0usize);
     let why = loop {

@@ -13,18 +13,18 @@ use super::state::*;
 use crate::deflate::Inflater;
 use crate::proto::{Framing, Incoming, NatsOp, NatsStream, Wire};
 use crate::sys;
+use crate::tls::Conn;
 use crate::ws;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-pub type Reader = ReadHalf<TcpStream>;
-pub type Writer = WriteHalf<TcpStream>;
+pub type Reader = ReadHalf<Conn>;
+pub type Writer = WriteHalf<Conn>;
 
 /// A connection's receive side: a 64 KiB buffer and a walk over the frame
 /// headers in it.

@@ -30,6 +30,7 @@ fn shared(cfg: &Config, plan: Plan) -> Shared {
     Shared {
         wire: cfg.wire,
         target: cfg.target.clone(),
+        tls: cfg.tls.clone(),
         addrs: cfg.addrs.clone(),
         sources: cfg.sources.clone(),
         recv: cfg.recv,

@@ -78,6 +78,8 @@ pub struct PushSpec {
 pub struct Shared {
     pub wire: &'static dyn Wire,
     pub target: Target,
+    /// `wss://`: the TLS client.
+    pub tls: Option<crate::tls::ClientTls>,
     /// The relays' addresses: connection i goes to `addrs[i % len]`.
     pub addrs: Vec<std::net::SocketAddr>,
     pub sources: SourceIps,

@@ -57,6 +57,7 @@ pub fn ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
 /// The parameters every scenario shares, after the scenario's own.
 pub fn add_common_params(r: &mut Report, cfg: &Config) {
     r.add("url", cfg.url.clone());
+    r.add("tls", cfg.tls.is_some());
     r.add("proto", cfg.wire.name());
     let cpu_list: Vec<String> = cfg.cpus.iter().map(|c| c.to_string()).collect();
     r.add_with_text("cpus", json!(cfg.cpus), cpu_list.join(","));
@@ -370,10 +371,25 @@ fn add_generator_cpu(r: &mut Report, cfg: &Config, o: &Outcome) -> GeneratorCpu 
         util_avg.map_or("?".to_owned(), |u| format!("{:.1}%", u * 100.0)),
     );
     r.add("generator_saturated", saturated);
+    if cfg.tls.is_some() {
+        add_generator_tls(r, Some(gen_cpu.iter().flatten().sum()));
+    }
     GeneratorCpu {
         util_avg,
         saturated,
     }
+}
+
+/// Over wss://: the generator's own TLS cost, the seconds its executors
+/// spent in rustls (handshakes, sealing, reading and decrypting records)
+/// over the whole run, setup included; next to its cpu over the window.
+pub fn add_generator_tls(r: &mut Report, window_cpu_s: Option<f64>) {
+    let tls_s = crate::tls::take_cpu_s();
+    let text = match window_cpu_s {
+        Some(w) => format!("{tls_s:.3} (whole run; its cpu over the window: {w:.2} s)"),
+        None => format!("{tls_s:.3} (whole run)"),
+    };
+    r.add_with_text("generator_tls_cpu_s", json!(round3(tls_s)), text);
 }
 
 /// The relay's cpu over the run, when its pid was given.

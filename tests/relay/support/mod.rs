@@ -5,7 +5,10 @@
 #![allow(dead_code)]
 
 mod process;
+pub mod tls;
 pub use process::*;
+#[allow(unused_imports)]
+pub use tls::{over_tls, with_tls, Conn};
 
 use itty_relay::access::NamespaceConfig;
 use itty_relay::id::ShardId;
@@ -13,7 +16,7 @@ use itty_relay::router::owner_shard;
 use itty_relay::{Config, Server};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -51,6 +54,11 @@ pub fn relay_with(adjust: impl FnOnce(&mut Config)) -> Relay {
         messages_per_conn_burst: 1_000_000,
         ..Config::default()
     };
+    if over_tls().is_some() {
+        let leaf = tls::localhost_leaf();
+        config.tls_cert = Some(leaf.cert.clone());
+        config.tls_key = Some(leaf.key.clone());
+    }
     adjust(&mut config);
     crate::run_log::capture();
     let shards = config.shards;
@@ -83,8 +91,7 @@ impl Relay {
     pub fn connect(&self, path: &str) -> Client {
         crate::run_log::record_path(path);
         let before = self.accepted_per_shard();
-        let stream = TcpStream::connect(self.addr).unwrap();
-        stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        let stream = Conn::connect(self.addr);
         let (ws, _) = tungstenite::client::client(self.url(path), stream).expect("handshake");
         let after = self.accepted_per_shard();
         let shard = (0..self.shards)
@@ -229,7 +236,11 @@ pub fn stalled_member(addr: std::net::SocketAddr, path: &str) -> Raw {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
+    let stream: std::net::TcpStream = socket.into();
+    let mut stream = match over_tls() {
+        None => Conn::Plain(stream),
+        Some(config) => Conn::tls(stream, config, "localhost"),
+    };
     stream
         .write_all(Raw::handshake_request(path).as_bytes())
         .unwrap();
@@ -255,8 +266,7 @@ pub fn metric_in(text: &str, name: &str, shard: usize) -> u64 {
 
 /// Sends one raw HTTP request; returns status, head and body.
 pub fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut stream = Conn::connect(addr);
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
@@ -271,7 +281,7 @@ pub fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
 }
 
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Conn>,
     pub uid: String,
     pub join_event: Value,
     pub shard: ShardId,
@@ -368,14 +378,15 @@ impl Client {
 
 /// A client on a raw socket, for frames a real client would never send.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Conn,
 }
 
 impl Raw {
+    /// Connects (over TLS when the test runs over TLS).
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
-        Raw { stream }
+        Raw {
+            stream: Conn::connect(addr),
+        }
     }
 
     pub fn handshake_request(path: &str) -> String {
