@@ -69,9 +69,13 @@ pub fn serve(shard: Rc<Shard>, stream: Stream, listener: Listener) -> impl Futur
     let http = Box::pin(serve_http(shard.clone(), stream, listener));
     async move {
         let _tracked = tracked;
-        if let Some(upgraded) = http.await {
-            session::run_session(shard, upgraded).await;
-        }
+        // `upgraded` (over 300 bytes) is scoped to the match, so it takes
+        // no room in this future while the session runs.
+        let session = match http.await {
+            Some(upgraded) => session::run_session(shard, upgraded),
+            None => return,
+        };
+        session.await;
     }
 }
 

@@ -108,16 +108,12 @@ pub fn run_session(shard: Rc<Shard>, upgraded: Upgraded) -> impl Future<Output =
                     warnings: 0,
                     ip,
                 };
-                let mut decoder = Decoder::new(shard.config().message_bytes_max);
-                if deflate {
-                    decoder.accept_deflate();
-                }
                 read_frames(
                     &shard,
                     &conn,
                     &stream,
                     leftover,
-                    decoder,
+                    deflate,
                     role,
                     &mut sending,
                 )
@@ -190,10 +186,16 @@ async fn read_frames(
     // (an argument used as is: a copy would take a second slot in the
     // future).
     mut carry: Vec<u8>,
-    mut decoder: Decoder,
+    deflate: bool,
     role: Role,
     sending: &mut Sending,
 ) -> CloseReason {
+    // Made here, not passed in: a value moved into an awaited call keeps
+    // its slot in the caller's future.
+    let mut decoder = Decoder::new(shard.config().message_bytes_max);
+    if deflate {
+        decoder.accept_deflate();
+    }
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
     if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role, sending) {
         return reason;
