@@ -13,8 +13,9 @@ use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-/// Frame slots an idle connection's queue keeps (32 bytes each).
-const QUEUE_SLOTS_IDLE: usize = 8;
+/// Frame slots a new connection's queue starts with (32 bytes each): its
+/// `101` and join event, and room for a first burst.
+const QUEUE_SLOTS_NEW: usize = 8;
 
 /// What became of a frame handed to `deliver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,7 @@ impl ConnHandle {
             id,
             uid,
             echo,
-            queue: RefCell::new(VecDeque::with_capacity(QUEUE_SLOTS_IDLE)),
+            queue: RefCell::new(VecDeque::with_capacity(QUEUE_SLOTS_NEW)),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
             writer: WakerSlot::default(),
@@ -315,13 +316,14 @@ impl ConnHandle {
         dropped
     }
 
-    /// Frees what a burst made the (now empty) queue grow to. Called by the
-    /// once-a-second sweep, not on the hot path, so a busy connection does
-    /// not reallocate its queue every round.
+    /// Frees the (now empty) queue's slots, however many a burst made. Called
+    /// by the once-a-second sweep, not on the hot path: a busy connection
+    /// reallocates its queue at most once a second, and a silent one holds
+    /// no slots (8 slots were 256 bytes of every idle connection).
     pub fn shrink_idle_queue(&self) {
         let mut q = self.queue.borrow_mut();
-        if q.is_empty() && q.capacity() > QUEUE_SLOTS_IDLE {
-            q.shrink_to(QUEUE_SLOTS_IDLE);
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
         }
     }
 
@@ -384,7 +386,7 @@ mod tests {
         );
         c.queue().borrow_mut().clear();
         c.shrink_idle_queue();
-        assert!(c.queue().borrow().capacity() <= 2 * QUEUE_SLOTS_IDLE);
+        assert_eq!(c.queue().borrow().capacity(), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::ratelimit::IpKey;
 use crate::shard::join::admit_join;
 use crate::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -58,21 +59,51 @@ enum Next {
 }
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve(shard: Rc<Shard>, mut stream: Stream, listener: Listener) {
-    let _tracked = shard.track_socket();
+///
+/// Memory: a silent session is most of what a relay holds, so the HTTP
+/// phase runs boxed and is freed at the upgrade, and the task's future then
+/// holds only the session's state (its size is the largest of its states,
+/// and the HTTP phase's are larger).
+pub fn serve(shard: Rc<Shard>, stream: Stream, listener: Listener) -> impl Future<Output = ()> {
+    let tracked = shard.track_socket();
+    let http = Box::pin(serve_http(shard.clone(), stream, listener));
+    async move {
+        let _tracked = tracked;
+        // `upgraded` (over 300 bytes) is scoped to the match, so it takes
+        // no room in this future while the session runs.
+        let session = match http.await {
+            Some(upgraded) => session::run_session(shard, upgraded),
+            None => return,
+        };
+        session.await;
+    }
+}
+
+/// Reads requests and answers them until the connection closes (`None`)
+/// or upgrades.
+async fn serve_http(
+    shard: Rc<Shard>,
+    mut stream: Stream,
+    listener: Listener,
+) -> Option<session::Upgraded> {
     let _ = stream.tcp().set_nodelay(true);
     let peer = match stream.tcp().peer_addr() {
         Ok(addr) => addr.ip(),
-        Err(_) => return, // already gone
+        Err(_) => return None, // already gone
     };
     let mut buf = Vec::new();
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
             Ok(Some(head)) => head,
-            Ok(None) => return close(&shard, stream).await, // closed or timed out between requests
+            Ok(None) => {
+                // Closed or timed out between requests.
+                close(&shard, stream).await;
+                return None;
+            }
             Err(e) => {
                 respond(&mut stream, &head_error_response(e), false).await;
-                return close(&shard, stream).await;
+                close(&shard, stream).await;
+                return None;
             }
         };
         shard.counters().http_requests.incr();
@@ -97,17 +128,28 @@ pub async fn serve(shard: Rc<Shard>, mut stream: Stream, listener: Listener) {
             Next::Respond(response) => {
                 respond(&mut stream, &response, head_only).await;
                 if !response.keep_alive {
-                    return close(&shard, stream).await;
+                    close(&shard, stream).await;
+                    return None;
                 }
             }
             Next::Refuse(response) => {
                 respond(&mut stream, &response, false).await;
-                return close(&shard, stream).await;
+                close(&shard, stream).await;
+                return None;
             }
             Next::Served(true) => {}
-            Next::Served(false) => return close(&shard, stream).await,
+            Next::Served(false) => {
+                close(&shard, stream).await;
+                return None;
+            }
             Next::Upgrade(mode, upgrade, ip) => {
-                return session::run_session(shard, stream, buf, mode, upgrade, ip).await
+                return Some(session::Upgraded {
+                    stream,
+                    leftover: buf,
+                    mode,
+                    upgrade,
+                    ip,
+                })
             }
         }
     }

@@ -21,7 +21,7 @@ use crate::ws::frame::{self, HEADER_BYTES_MAX};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -61,14 +61,30 @@ pub struct Upgrade {
     pub deflate: Option<Negotiated>,
 }
 
-pub async fn run_session(
-    shard: Rc<Shard>,
-    stream: Stream,
-    leftover: Vec<u8>,
-    mode: Mode,
-    upgrade: Upgrade,
-    ip: IpKey,
-) {
+/// A connection the HTTP phase upgraded: what its session starts from.
+pub struct Upgraded {
+    pub stream: Stream,
+    /// Bytes read past the request head: the client's first frames.
+    pub leftover: Vec<u8>,
+    pub mode: Mode,
+    pub upgrade: Upgrade,
+    pub ip: IpKey,
+}
+
+/// Opens the session at once (the `101` queued, the join asked for) and
+/// returns the future that runs it. A plain function rather than an `async
+/// fn`: an `async fn` keeps its arguments in its future for its whole life,
+/// and the handshake's (the stream before it is shared, `Mode`, `Upgrade`:
+/// over 300 bytes) are consumed here, so an idle connection's task holds
+/// only what the session uses.
+pub fn run_session(shard: Rc<Shard>, upgraded: Upgraded) -> impl Future<Output = ()> {
+    let Upgraded {
+        stream,
+        leftover,
+        mode,
+        upgrade,
+        ip,
+    } = upgraded;
     let deflate = upgrade.deflate.is_some();
     let role = match mode {
         Mode::Channel(..) => Role::Member,
@@ -76,42 +92,40 @@ pub async fn run_session(
     };
     let conn = open(&shard, &stream, mode, upgrade);
     let stream = Rc::new(RefCell::new(stream));
-    conn.joined_or_ended().await;
-    let writer = glommio::spawn_local(writer::run_writer(
-        shard.clone(),
-        conn.clone(),
-        stream.clone(),
-    ));
+    async move {
+        conn.joined_or_ended().await;
+        let writer = glommio::spawn_local(writer::run_writer(
+            shard.clone(),
+            conn.clone(),
+            stream.clone(),
+        ));
 
-    let reason = match conn.ended() {
-        Some(reason) => reason,
-        None => {
-            let mut sending = Sending {
-                bucket: Bucket::default(),
-                warnings: 0,
-                ip,
-            };
-            let mut decoder = Decoder::new(shard.config().message_bytes_max);
-            if deflate {
-                decoder.accept_deflate();
+        let reason = match conn.ended() {
+            Some(reason) => reason,
+            None => {
+                let mut sending = Sending {
+                    bucket: Bucket::default(),
+                    warnings: 0,
+                    ip,
+                };
+                read_frames(
+                    &shard,
+                    &conn,
+                    &stream,
+                    leftover,
+                    deflate,
+                    role,
+                    &mut sending,
+                )
+                .await
             }
-            read_frames(
-                &shard,
-                &conn,
-                &stream,
-                leftover,
-                decoder,
-                role,
-                &mut sending,
-            )
-            .await
-        }
-    };
-    conn.end(reason);
-    shard.leave(&conn);
-    // Boxed: the end runs once, so its state should not make every idle
-    // connection's session larger.
-    Box::pin(close(&shard, &conn, &stream, writer, reason)).await;
+        };
+        conn.end(reason);
+        shard.leave(&conn);
+        // Boxed: the end runs once, so its state should not make every idle
+        // connection's session larger.
+        Box::pin(close(&shard, &conn, &stream, writer, reason)).await;
+    }
 }
 
 /// Opens the connection on its shard, queues the `101` and asks the
@@ -168,13 +182,21 @@ async fn read_frames(
     shard: &Shard,
     conn: &ConnHandle,
     stream: &RefCell<Stream>,
-    leftover: Vec<u8>,
-    mut decoder: Decoder,
+    // The bytes after the request head, then a frame's start carried over
+    // (an argument used as is: a copy would take a second slot in the
+    // future).
+    mut carry: Vec<u8>,
+    deflate: bool,
     role: Role,
     sending: &mut Sending,
 ) -> CloseReason {
+    // Made here, not passed in: a value moved into an awaited call keeps
+    // its slot in the caller's future.
+    let mut decoder = Decoder::new(shard.config().message_bytes_max);
+    if deflate {
+        decoder.accept_deflate();
+    }
     let frame_bytes_max = shard.config().message_bytes_max + HEADER_BYTES_MAX + 4;
-    let mut carry = leftover;
     if let Err(reason) = decode_carry(shard, conn, &mut decoder, &mut carry, role, sending) {
         return reason;
     }

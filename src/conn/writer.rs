@@ -46,7 +46,14 @@ pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCe
             Box::pin(w.finish(reason)).await;
             return;
         }
-        if let Err(e) = w.flush_once().await {
+        // Mostly the socket takes it all at once; a full socket (and TLS's
+        // sealing) wait in a boxed future, so that its state does not make
+        // every idle connection's writer larger.
+        let flushed = match w.try_flush_plain() {
+            Some(result) => result,
+            None => Box::pin(w.flush_once()).await,
+        };
+        if let Err(e) = flushed {
             if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
                 tracing::debug!(error = %e, "write failed");
             }
@@ -121,6 +128,22 @@ impl Writer {
             .add(n.div_ceil(crate::limits::TLS_RECORD_PLAINTEXT_BYTES) as u64);
         c.tls_frames_sealed.add(count as u64);
         Ok(n)
+    }
+
+    /// Plain TCP without waiting: one `sendmsg` of what is queued; `None`
+    /// when the socket is full, or the stream is TLS.
+    fn try_flush_plain(&mut self) -> Option<io::Result<()>> {
+        if !matches!(&*self.stream.borrow(), Stream::Plain(_)) {
+            return None;
+        }
+        match self.send_gathered() {
+            Ok(n) => {
+                self.advance(n);
+                Some(Ok(()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Plain TCP: one `sendmsg` of what is queued.
