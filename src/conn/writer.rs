@@ -51,7 +51,7 @@ pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCe
         // every idle connection's writer larger.
         let flushed = match w.try_flush_plain() {
             Some(result) => result,
-            None => Box::pin(w.flush_blocked()).await,
+            None => Box::pin(w.flush_once()).await,
         };
         if let Err(e) = flushed {
             if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
@@ -66,20 +66,10 @@ impl Writer {
     /// One gathered write of what is queued; parks until writable if the
     /// socket is full.
     async fn flush_once(&mut self) -> io::Result<()> {
-        match self.try_flush_plain() {
-            Some(result) => result,
-            None => self.flush_blocked().await,
-        }
-    }
-
-    /// What `try_flush_plain` could not do: over TLS, seal and send; over
-    /// plain TCP, whose `sendmsg` just found the socket full, wait until it
-    /// is writable (without trying the same `sendmsg` again first).
-    async fn flush_blocked(&mut self) -> io::Result<()> {
         let tls = matches!(&*self.stream.borrow(), Stream::Tls(_));
         match tls {
             true => self.flush_sealed().await,
-            false => self.write_when_writable().await,
+            false => self.flush_plain().await,
         }
     }
 
@@ -156,30 +146,38 @@ impl Writer {
         }
     }
 
-    /// Plain TCP with a full socket: writes (part of) the head frame through
-    /// glommio, which parks until the socket is writable.
-    async fn write_when_writable(&mut self) -> io::Result<()> {
-        let head = match self.conn.queue().borrow().front() {
-            Some(f) => f.slice(self.head_written..),
-            None => return Ok(()),
-        };
-        let stream = &self.stream;
-        let write = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head));
-        // An end (slow consumer, shutdown) must not wait for a
-        // client that stopped reading; `finish` bounds its own wait.
-        let n = if self.conn.ended().is_some() {
-            write.await?
-        } else {
-            let ended = async {
-                self.conn.ended_while_blocked().await;
-                Ok(0)
-            };
-            future::or(write, ended).await?
-        };
-        // Only this task removes from the queue, so the head is
-        // still the frame we just wrote from.
-        self.advance(n);
-        Ok(())
+    /// Plain TCP: one `sendmsg` of what is queued.
+    async fn flush_plain(&mut self) -> io::Result<()> {
+        match self.send_gathered() {
+            Ok(n) => {
+                self.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let head = match self.conn.queue().borrow().front() {
+                    Some(f) => f.slice(self.head_written..),
+                    None => return Ok(()),
+                };
+                let stream = &self.stream;
+                let write = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head));
+                // An end (slow consumer, shutdown) must not wait for a
+                // client that stopped reading; `finish` bounds its own wait.
+                let n = if self.conn.ended().is_some() {
+                    write.await?
+                } else {
+                    let ended = async {
+                        self.conn.ended_while_blocked().await;
+                        Ok(0)
+                    };
+                    future::or(write, ended).await?
+                };
+                // Only this task removes from the queue, so the head is
+                // still the frame we just wrote from.
+                self.advance(n);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn send_gathered(&self) -> io::Result<usize> {
