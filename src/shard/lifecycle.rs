@@ -16,6 +16,8 @@ pub struct Lifecycle {
     /// Accepted sockets still being served (HTTP phase or WebSocket); the
     /// drain waits for them so none is left behind unanswered.
     sockets_open: Cell<usize>,
+    /// Peers that said their drain is over (`ShardMsg::Drained`).
+    peers_drained: Cell<usize>,
     /// When the sweep hands freed memory back to the kernel.
     trim: TrimPolicy,
     /// Raised when the shard stops for good; its long-lived tasks end.
@@ -29,6 +31,7 @@ impl Default for Lifecycle {
             clock_ms: Cell::new(0),
             draining: Cell::new(false),
             sockets_open: Cell::new(0),
+            peers_drained: Cell::new(0),
             trim: TrimPolicy::default(),
             stop: StopSignal::default(),
         }
@@ -55,6 +58,14 @@ impl Lifecycle {
 
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+
+    pub fn peer_drained(&self) {
+        self.peers_drained.set(self.peers_drained.get() + 1);
+    }
+
+    pub fn peers_drained(&self) -> usize {
+        self.peers_drained.get()
     }
 
     pub fn begin_drain(&self) {

@@ -36,6 +36,12 @@ pub enum ShardMsg {
     },
     /// Home to owner: a member left (however its connection ended).
     Leave { token: ChannelToken, conn: ConnId },
+    /// Peer to peer, at shutdown: the sender's drain is over, and every
+    /// leave it forwarded came before this (a link is FIFO). A shard stops
+    /// only once every peer said so, so an owner still runs the leaves of
+    /// members homed elsewhere (in a cluster, their leaves go out before
+    /// the node's goodbye).
+    Drained,
     /// Owner to home: deliver `frames` to every local member of the
     /// channel except `except`, each the variant it negotiated.
     FanOut {

@@ -571,6 +571,7 @@ impl Shard {
                 may_send,
             } => self.joined(conn, token, frame, may_send),
             ShardMsg::JoinRefused { conn, why } => self.join_refused(conn, why),
+            ShardMsg::Drained => self.life.peer_drained(),
             ShardMsg::Publish {
                 token,
                 from,
@@ -643,6 +644,23 @@ impl Shard {
         self.home.for_each_conn(|conn| {
             conn.end(CloseReason::ServerShutdown);
         });
+    }
+
+    /// Tells every peer this shard's drain is over (after the leaves it
+    /// forwarded).
+    fn tell_peers_drained(&self) {
+        for peer in 0..self.router.shard_count() {
+            let peer = ShardId(peer as u16);
+            if peer != self.id() {
+                self.send(peer, ShardMsg::Drained);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Whether every peer's drain is over.
+    fn peers_drained(&self) -> bool {
+        self.life.peers_drained() + 1 >= self.router.shard_count()
     }
 
     /// Ends the long-lived tasks (they race `stopped`). glommio 0.9 does

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 /// The control byte that announces a namespace reload.
 pub const CONTROL_RELOAD: u8 = 2;
+/// How long past its own drain a shard waits for its peers' (each is
+/// bounded by the same `shutdown_timeout_ms`, so this is slack only).
+const PEERS_DRAINED_WAIT_MS: u64 = 1_000;
+
 /// The control byte that asks for a shutdown.
 pub const CONTROL_SHUTDOWN: u8 = 1;
 
@@ -101,6 +105,14 @@ pub async fn run(wiring: ShardWiring) {
         Timer::new(Duration::from_millis(10)).await;
     }
     let left = shard.open_conns();
+    // The owner of a channel keeps running until every peer's drain is
+    // over: their members' leaves reach it first. Bounded, in case a peer
+    // is stuck.
+    shard.tell_peers_drained();
+    let deadline = deadline.max(Instant::now()) + Duration::from_millis(PEERS_DRAINED_WAIT_MS);
+    while !shard.peers_drained() && Instant::now() < deadline {
+        Timer::new(Duration::from_millis(2)).await;
+    }
     // An io_uring accept in flight keeps the listening socket alive after
     // its fd is closed; shutting it down stops it listening now.
     // SAFETY: shutdown on the listening socket this shard owns.
