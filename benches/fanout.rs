@@ -37,6 +37,7 @@ fn handles(n: usize) -> Vec<Rc<ConnHandle>> {
                 false,
                 QUEUE_BYTES_MAX,
                 0,
+                Rc::default(),
             ))
         })
         .collect()

@@ -15,14 +15,16 @@
 //!   --dispatch--> shard 0's own FanOut: its FIFO, then its members' queues
 //!             --> shard 1's FanOut: forwarded over the link (shard::links);
 //!                 shard 1 delivers the same Bytes to its members' queues
-//!   --deliver--> each connection's writer: one gathered sendmsg of many frames
+//!   --deliver--> each member's queue, the connection marked in the shard's
+//!     outbox (conn::outbox) --> the flush task, once per round: one
+//!     gathered sendmsg of many frames per connection
 //! ```
 //!
 //! One line, the functions a message passes:
 //! `session::read_frames` -> `publish_text` -> `Shard::publish` ->
 //! (`Shard::send` -> link -> `Shard::receive` ->) `Owner::publish` ->
 //! `Shard::send` -> `Shard::dispatch` -> `Home::fan_out` ->
-//! `ConnHandle::deliver` -> `writer::run_writer`.
+//! `ConnHandle::deliver` -> `Outbox::mark` -> `writer::flush_marked`.
 //!
 //! Joins and leaves travel the same way; `shard::join` draws the handshake
 //! (home checks -> owner decides -> home answers 101 or 403). An HTTP push
@@ -67,7 +69,7 @@
 //! | [`server`] | start N shards, wait until ready, stop them |
 //! | [`router`] | who owns it: channel names, channel tokens, connection ids |
 //! | [`shard`] | one executor's parts: `Owner` (sans-IO, with its cluster side in `shard/cluster.rs`), `Home`, `Admission`, `Links`, `Lifecycle`; `send` and `dispatch`; the join; the sweep |
-//! | [`conn`] | a connection: its stream (plain, or TLS driven sans-IO: `conn::tls`), the TLS handshake at low priority (`conn::handshake`), HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, gathered writer |
+//! | [`conn`] | a connection: its stream (plain, or TLS driven sans-IO: `conn::tls`), the TLS handshake at low priority (`conn::handshake`), HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, the shard's outbox and flush task (gathered writes; a task of its own only while a socket is full) |
 //! | [`http`] | request heads (httparse), endpoints, upgrade checks, client IP, push bodies, `Response` |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
 //! | [`pubsub`] | classify, JSON check, channel registry, envelopes built once |

@@ -6,12 +6,15 @@
 //! bound ends the connection as a slow consumer instead; the channel never
 //! waits.
 
+use super::outbox::Outbox;
+use super::Stream;
 use crate::error::CloseReason;
 use crate::id::{ChannelToken, ConnId, Uid};
 use crate::wake::WakerSlot;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 /// Frame slots a new connection's queue starts with (32 bytes each): its
 /// `101` and join event, and room for a first burst.
@@ -26,6 +29,22 @@ pub enum Delivery {
     /// The frame would have passed the bound: the connection now ends as a
     /// slow consumer.
     Overflow,
+}
+
+/// Who sends a connection's queue (see `conn::outbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Nobody yet (the join is not confirmed: the queued `101` may still be
+    /// replaced by a refusal), its own writer task (TLS), or its closing
+    /// session.
+    Held,
+    /// The shard's flush task, once a delivery marks it; nothing waits.
+    Idle,
+    /// Marked in the outbox for this round's flush.
+    Marked,
+    /// Its socket was full: a task of its own waits until it is writable,
+    /// and sends until the queue is empty.
+    Blocked,
 }
 
 /// What the sweep should do about a connection's silence.
@@ -48,13 +67,23 @@ pub struct ConnHandle {
     /// Bytes in `queue` not yet written (the head frame may be partly sent).
     queued_bytes: Cell<usize>,
     queued_bytes_max: usize,
-    /// The writer task, parked until there is output or an end.
+    /// Bytes of the head frame already written.
+    head_written: Cell<usize>,
+    /// Who sends the queue.
+    output: Cell<Output>,
+    /// The shard's outbox, where a delivery marks it.
+    outbox: Rc<Outbox>,
+    /// The stream, for the task that waits for a full socket (plain TCP
+    /// only; set while the session runs).
+    stream: Cell<Option<Rc<RefCell<Stream>>>>,
+    /// A TLS connection's writer task, parked until there is output or an
+    /// end.
     writer: WakerSlot,
     /// The writer task while it waits for a full socket: woken by an end
     /// only, so deliveries to a stalled client do not retry its socket.
     writer_blocked: WakerSlot,
     /// The session's reading task, parked until the join is answered or
-    /// the connection ends.
+    /// the connection ends; at its close, until a blocked send gave up.
     session: WakerSlot,
     /// The first reason the connection ended for; later ones are ignored.
     end: Cell<Option<CloseReason>>,
@@ -86,6 +115,7 @@ impl ConnHandle {
         echo: bool,
         queued_bytes_max: usize,
         now_ms: u64,
+        outbox: Rc<Outbox>,
     ) -> ConnHandle {
         ConnHandle {
             id,
@@ -94,6 +124,10 @@ impl ConnHandle {
             queue: RefCell::new(VecDeque::with_capacity(QUEUE_SLOTS_NEW)),
             queued_bytes: Cell::new(0),
             queued_bytes_max,
+            head_written: Cell::new(0),
+            output: Cell::new(Output::Held),
+            outbox,
+            stream: Cell::new(None),
             writer: WakerSlot::default(),
             writer_blocked: WakerSlot::default(),
             session: WakerSlot::default(),
@@ -121,7 +155,8 @@ impl ConnHandle {
         self.echo
     }
 
-    /// Queues a frame for the writer. Never blocks and never waits.
+    /// Queues a frame and marks the connection for this round's flush (or
+    /// wakes its writer). Never blocks and never waits.
     #[inline]
     pub fn deliver(&self, frame: Bytes) -> Delivery {
         if self.end.get().is_some() {
@@ -134,8 +169,77 @@ impl ConnHandle {
         }
         self.queued_bytes.set(queued);
         self.queue.borrow_mut().push_back(frame);
+        self.mark();
         self.writer.wake();
         Delivery::Queued
+    }
+
+    /// Marks it in the outbox if the flush task sends it and it is not
+    /// marked yet.
+    fn mark(&self) {
+        if self.output.get() == Output::Idle {
+            self.output.set(Output::Marked);
+            self.outbox.mark(self.id);
+        }
+    }
+
+    /// The session hands a plain connection's sending to the shard's flush
+    /// task (once the join is confirmed), with its stream for a full
+    /// socket's wait.
+    pub(crate) fn release_output(&self, stream: Rc<RefCell<Stream>>) {
+        self.stream.set(Some(stream));
+        self.open_output();
+    }
+
+    fn open_output(&self) {
+        self.output.set(Output::Idle);
+        if !self.queue.borrow().is_empty() {
+            self.mark();
+        }
+    }
+
+    /// For the flush task: whether it was marked (it is not any more).
+    pub(crate) fn take_mark(&self) -> bool {
+        let marked = self.output.get() == Output::Marked;
+        if marked {
+            self.output.set(Output::Idle);
+        }
+        marked
+    }
+
+    /// Its socket is full: a task of its own sends from now on; returns
+    /// the stream for it.
+    pub(crate) fn block(&self) -> Option<Rc<RefCell<Stream>>> {
+        let stream = self.stream.take()?;
+        self.stream.set(Some(stream.clone()));
+        self.output.set(Output::Blocked);
+        Some(stream)
+    }
+
+    /// The blocked task is done (the queue is empty, or the connection
+    /// ended): the flush task sends again, or the closing session.
+    pub(crate) fn unblock(&self) {
+        self.output.set(Output::Idle);
+        if !self.queue.borrow().is_empty() {
+            self.mark();
+        }
+        self.session.wake();
+    }
+
+    /// The closing session takes the sending back: waits until a blocked
+    /// send gave up (the end woke it), then nothing else sends; lets go
+    /// of the stream.
+    pub(crate) async fn hold_output(&self) {
+        self.session
+            .until(|| (self.output.get() != Output::Blocked).then_some(()))
+            .await;
+        self.output.set(Output::Held);
+        drop(self.stream.take());
+    }
+
+    /// Bytes of the head frame already written.
+    pub(crate) fn head_written(&self) -> usize {
+        self.head_written.get()
     }
 
     /// Queues the last frame (the close frame) even though the connection
@@ -162,7 +266,7 @@ impl ConnHandle {
     /// with `response` and end, so the writer sends it and no WebSocket
     /// ever opens.
     pub fn refuse(&self, response: Vec<u8>) {
-        self.discard_queue(0);
+        self.discard_queue();
         self.deliver_final(Bytes::from(response));
         self.end(CloseReason::JoinRefused);
     }
@@ -170,6 +274,10 @@ impl ConnHandle {
     /// Remembers the socket, so a stopping shard can cut it.
     pub fn set_socket(&self, fd: std::os::fd::RawFd) {
         self.socket_fd.set(fd);
+    }
+
+    pub(crate) fn socket_fd(&self) -> std::os::fd::RawFd {
+        self.socket_fd.get()
     }
 
     /// Shuts the socket down both ways (the fd stays owned by the session).
@@ -280,7 +388,8 @@ impl ConnHandle {
             .await
     }
 
-    /// Waits until there is something to write or the connection ended.
+    /// For a TLS connection's writer task: waits until there is something
+    /// to write or the connection ended.
     pub async fn output_or_end(&self) {
         self.writer
             .until(|| (!self.queue.borrow().is_empty() || self.end.get().is_some()).then_some(()))
@@ -292,16 +401,33 @@ impl ConnHandle {
         &self.queue
     }
 
-    /// Tells the bound that `n` queued bytes were written.
-    pub(crate) fn written(&self, n: usize) {
+    /// Drops `n` written bytes from the front of the queue and frees their
+    /// room under the bound.
+    pub(crate) fn written(&self, mut n: usize) {
         self.queued_bytes.set(self.queued_bytes.get() - n);
+        let mut queue = self.queue.borrow_mut();
+        let mut head_written = self.head_written.get();
+        while n > 0 {
+            let Some(head) = queue.front() else { break };
+            let left = head.len() - head_written;
+            if n >= left {
+                n -= left;
+                queue.pop_front();
+                head_written = 0;
+            } else {
+                head_written += n;
+                n = 0;
+            }
+        }
+        self.head_written.set(head_written);
     }
 
     /// Drops everything queued (a slow consumer's backlog). A head frame of
-    /// which `head_written` bytes already went out stays, so the stream
-    /// remains well-formed for the close frame that follows. Returns the
-    /// bytes dropped.
-    pub(crate) fn discard_queue(&self, head_written: usize) -> usize {
+    /// which some bytes already went out stays, so the stream remains
+    /// well-formed for the close frame that follows. Returns the bytes
+    /// dropped.
+    pub(crate) fn discard_queue(&self) -> usize {
+        let head_written = self.head_written.get();
         let mut q = self.queue.borrow_mut();
         let head = if head_written > 0 {
             q.pop_front()
@@ -337,7 +463,7 @@ mod tests {
     use super::*;
 
     fn conn(max: usize) -> ConnHandle {
-        ConnHandle::new(ConnId(1), Uid(*b"abc123"), false, max, 0)
+        ConnHandle::new(ConnId(1), Uid(*b"abc123"), false, max, 0, Rc::default())
     }
 
     #[test]
@@ -365,10 +491,11 @@ mod tests {
         c.deliver(Bytes::from_static(b"0123456789"));
         c.deliver(Bytes::from_static(b"abc"));
         c.written(4);
-        c.discard_queue(4);
+        c.discard_queue();
         assert_eq!(c.queue().borrow().len(), 1);
         assert_eq!(c.queued_bytes(), 6);
-        c.discard_queue(0);
+        c.written(6);
+        c.discard_queue();
         assert!(c.queue().borrow().is_empty());
         assert_eq!(c.queued_bytes(), 0);
     }
@@ -404,10 +531,32 @@ mod tests {
     }
 
     #[test]
-    fn written_bytes_free_room() {
+    fn a_delivery_marks_it_once_per_round_and_only_once_released() {
+        let outbox = Rc::new(Outbox::default());
+        let c = ConnHandle::new(ConnId(7), Uid(*b"abc123"), false, 100, 0, outbox.clone());
+        c.deliver(Bytes::from_static(b"101"));
+        assert!(outbox.is_empty(), "held until the join is confirmed");
+        c.open_output();
+        c.deliver(Bytes::from_static(b"a"));
+        assert_eq!(outbox.take(), vec![ConnId(7)], "marked once");
+        assert!(c.take_mark());
+        assert!(!c.take_mark());
+        c.deliver(Bytes::from_static(b"b"));
+        assert_eq!(outbox.take(), vec![ConnId(7)], "marked again next round");
+        c.output.set(Output::Blocked);
+        c.deliver(Bytes::from_static(b"c"));
+        assert!(outbox.is_empty(), "its blocked task sends it");
+    }
+
+    #[test]
+    fn written_bytes_leave_the_queue_and_free_room() {
         let c = conn(10);
         c.deliver(Bytes::from_static(b"1234567890"));
         c.written(4);
+        assert_eq!(c.head_written(), 4);
         assert_eq!(c.deliver(Bytes::from_static(b"1234")), Delivery::Queued);
+        c.written(7);
+        assert_eq!((c.queue().borrow().len(), c.head_written()), (1, 1));
+        assert_eq!(c.queued_bytes(), 3);
     }
 }

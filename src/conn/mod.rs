@@ -7,12 +7,14 @@
 
 pub mod handle;
 pub mod handshake;
+pub mod outbox;
 mod push;
 mod session;
 mod tls;
 mod writer;
 
 pub use tls::Stream;
+pub use writer::flush_marked;
 
 use crate::config::{MetricsEndpoint, Switch};
 use crate::http::{self, Endpoint, HeadError, HeadLimits, Refusal, RequestHead, Response};

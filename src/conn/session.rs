@@ -1,7 +1,8 @@
 //! A WebSocket session on the connection's home shard: join the channel,
 //! then read frames, check them (size, protocol, JSON, recipient, in the
 //! order docs/PROTOCOL.md section 4 gives) and publish them, until the
-//! connection ends for a `CloseReason`. The writer task sends everything.
+//! connection ends for a `CloseReason`. The shard's flush task (or a TLS
+//! connection's writer task) sends everything until the end.
 
 use super::handle::ConnHandle;
 use super::writer;
@@ -94,11 +95,16 @@ pub fn run_session(shard: Rc<Shard>, upgraded: Upgraded) -> impl Future<Output =
     let stream = Rc::new(RefCell::new(stream));
     async move {
         conn.joined_or_ended().await;
-        let writer = glommio::spawn_local(writer::run_writer(
-            shard.clone(),
-            conn.clone(),
-            stream.clone(),
-        ));
+        // The 101 and the join event go out together: a plain connection
+        // is sent by the shard's flush task from now on, a TLS one by its
+        // own writer task.
+        let writer = if matches!(&*stream.borrow(), Stream::Plain(_)) {
+            conn.release_output(stream.clone());
+            None
+        } else {
+            let writer = writer::run_writer(shard.clone(), conn.clone(), stream.clone());
+            Some(glommio::spawn_local(writer))
+        };
 
         let reason = match conn.ended() {
             Some(reason) => reason,
@@ -151,16 +157,19 @@ fn open(shard: &Shard, stream: &Stream, mode: Mode, upgrade: Upgrade) -> Rc<Conn
     conn
 }
 
-/// After the leave: let the writer send the close frame, wait (bounded)
-/// for the client to close too, and forget the connection.
+/// After the leave: send the close frame (or let the writer task), wait
+/// (bounded) for the client to close too, and forget the connection.
 async fn close(
-    shard: &Shard,
-    conn: &ConnHandle,
-    stream: &RefCell<Stream>,
-    writer: glommio::Task<()>,
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnHandle>,
+    stream: &Rc<RefCell<Stream>>,
+    writer: Option<glommio::Task<()>>,
     reason: CloseReason,
 ) {
-    writer.await;
+    match writer {
+        Some(writer) => writer.await,
+        None => writer::finish_plain(shard, conn, stream, reason).await,
+    }
     if reason != CloseReason::PeerGone {
         let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
         let _ = glommio::timer::timeout(close_timeout, async {

@@ -1,6 +1,15 @@
-//! The writer task of a WebSocket connection: drains its queue with
-//! gathered writes, many frames per `sendmsg`, and writes the close frame
-//! when the connection ends. Runs on the connection's home shard.
+//! Sending a connection's queued frames: gathered writes, many frames per
+//! `sendmsg`, and the close frame when the connection ends. Runs on the
+//! connection's home shard.
+//!
+//! A plain connection has no task of its own while its socket takes what
+//! it is given: the shard's flush task calls `flush_marked` for each
+//! connection a round of deliveries marked in the `Outbox`. Only when the
+//! socket is full does the connection get a task (`run_blocked`), parked
+//! until the socket is writable and gone once the queue is empty. A TLS
+//! connection keeps a writer task (`run_writer`), which seals what is
+//! queued; the closing session sends a plain connection's last frames
+//! itself (`finish_plain`).
 //!
 //! glommio 0.9 has no vectored write for TCP (its `poll_write` sends one
 //! buffer), so we call `sendmsg(MSG_DONTWAIT)` on the socket ourselves,
@@ -23,20 +32,85 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// The writer's position: how much of the head frame is already sent.
+/// The flush task's part for one marked connection: gathered `sendmsg`s
+/// until its queue is empty; a full socket hands it to a task of its own.
+pub fn flush_marked(shard: &Rc<Shard>, conn: &Rc<ConnHandle>) {
+    if !conn.take_mark() || conn.ended().is_some() {
+        return;
+    }
+    loop {
+        match send_gathered(conn, conn.socket_fd()) {
+            Ok(n) => {
+                advance(shard, conn, n);
+                if conn.queue().borrow().is_empty() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(stream) = conn.block() {
+                    glommio::spawn_local(run_blocked(shard.clone(), conn.clone(), stream)).detach();
+                }
+                return;
+            }
+            Err(e) => return write_failed(conn, e),
+        }
+    }
+}
+
+/// A plain connection whose socket was full: waits until it is writable
+/// and sends until the queue is empty, or until the connection ends.
+async fn run_blocked(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<Stream>>) {
+    let mut w = Writer {
+        conn,
+        stream,
+        shard,
+    };
+    while w.conn.ended().is_none() && !w.conn.queue().borrow().is_empty() {
+        if let Err(e) = w.flush_plain().await {
+            write_failed(&w.conn, e);
+        }
+    }
+    w.conn.unblock();
+}
+
+fn write_failed(conn: &ConnHandle, e: io::Error) {
+    if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
+        tracing::debug!(error = %e, "write failed");
+    }
+    conn.end(CloseReason::WriteFailed);
+}
+
+/// The closing session's part for a plain connection: once nothing else
+/// sends, what must still go out, the close frame and FIN (see `finish`).
+pub async fn finish_plain(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnHandle>,
+    stream: &Rc<RefCell<Stream>>,
+    reason: CloseReason,
+) {
+    conn.hold_output().await;
+    let mut w = Writer {
+        conn: conn.clone(),
+        stream: stream.clone(),
+        shard: shard.clone(),
+    };
+    w.finish(reason).await;
+}
+
+/// A connection's stream with what sends it.
 struct Writer {
     conn: Rc<ConnHandle>,
     stream: Rc<RefCell<Stream>>,
     shard: Rc<Shard>,
-    head_written: usize,
 }
 
+/// A TLS connection's writer task: seals and sends what is queued until
+/// the connection ends, then finishes it.
 pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<Stream>>) {
     let mut w = Writer {
         conn,
         stream,
         shard,
-        head_written: 0,
     };
     loop {
         w.conn.output_or_end().await;
@@ -46,18 +120,10 @@ pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCe
             Box::pin(w.finish(reason)).await;
             return;
         }
-        // Mostly the socket takes it all at once; a full socket (and TLS's
-        // sealing) wait in a boxed future, so that its state does not make
-        // every idle connection's writer larger.
-        let flushed = match w.try_flush_plain() {
-            Some(result) => result,
-            None => Box::pin(w.flush_once()).await,
-        };
-        if let Err(e) = flushed {
-            if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
-                tracing::debug!(error = %e, "write failed");
-            }
-            w.conn.end(CloseReason::WriteFailed);
+        // Boxed: sealing's and a full socket's state should not make every
+        // idle connection's writer larger.
+        if let Err(e) = Box::pin(w.flush_once()).await {
+            write_failed(&w.conn, e);
         }
     }
 }
@@ -88,7 +154,7 @@ impl Writer {
             }
         };
         if sealed > 0 {
-            self.advance(sealed);
+            advance(&self.shard, &self.conn, sealed);
         }
         let stream = &self.stream;
         let send = poll_fn(|cx| match &mut *stream.borrow_mut() {
@@ -115,7 +181,7 @@ impl Writer {
         let mut slices = [io::IoSlice::new(&[]); WRITE_BATCH_FRAMES];
         let mut count = 0;
         for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
-            let start = if i == 0 { self.head_written } else { 0 };
+            let start = if i == 0 { self.conn.head_written() } else { 0 };
             slices[i] = io::IoSlice::new(&frame[start..]);
             count += 1;
         }
@@ -130,32 +196,18 @@ impl Writer {
         Ok(n)
     }
 
-    /// Plain TCP without waiting: one `sendmsg` of what is queued; `None`
-    /// when the socket is full, or the stream is TLS.
-    fn try_flush_plain(&mut self) -> Option<io::Result<()>> {
-        if !matches!(&*self.stream.borrow(), Stream::Plain(_)) {
-            return None;
-        }
-        match self.send_gathered() {
-            Ok(n) => {
-                self.advance(n);
-                Some(Ok(()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// Plain TCP: one `sendmsg` of what is queued.
+    /// Plain TCP: one `sendmsg` of what is queued; parks until writable
+    /// if the socket is full.
     async fn flush_plain(&mut self) -> io::Result<()> {
-        match self.send_gathered() {
+        let fd = self.stream.borrow().as_raw_fd();
+        match send_gathered(&self.conn, fd) {
             Ok(n) => {
-                self.advance(n);
+                advance(&self.shard, &self.conn, n);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let head = match self.conn.queue().borrow().front() {
-                    Some(f) => f.slice(self.head_written..),
+                    Some(f) => f.slice(self.conn.head_written()..),
                     None => return Ok(()),
                 };
                 let stream = &self.stream;
@@ -171,72 +223,12 @@ impl Writer {
                     };
                     future::or(write, ended).await?
                 };
-                // Only this task removes from the queue, so the head is
-                // still the frame we just wrote from.
-                self.advance(n);
+                // Only one sender at a time removes from the queue, so the
+                // head is still the frame we just wrote from.
+                advance(&self.shard, &self.conn, n);
                 Ok(())
             }
             Err(e) => Err(e),
-        }
-    }
-
-    fn send_gathered(&self) -> io::Result<usize> {
-        let queue = self.conn.queue().borrow();
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; WRITE_BATCH_FRAMES];
-        let mut count = 0;
-        for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
-            let bytes = if i == 0 {
-                &frame[self.head_written..]
-            } else {
-                &frame[..]
-            };
-            iov[i] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            };
-            count += 1;
-        }
-        if count == 0 {
-            return Ok(0);
-        }
-        // SAFETY: a zeroed msghdr is valid; iov points at `count` live
-        // slices borrowed from the queue, which is not touched until sendmsg
-        // returns.
-        let sent = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = count;
-            libc::sendmsg(
-                self.stream.borrow().as_raw_fd(),
-                &msg,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sent as usize)
-    }
-
-    /// Drops `n` written bytes from the front of the queue.
-    fn advance(&mut self, mut n: usize) {
-        self.conn.written(n);
-        self.shard.counters().bytes_out.add(n as u64);
-        let mut queue = self.conn.queue().borrow_mut();
-        while n > 0 {
-            let Some(head) = queue.front() else { break };
-            let left = head.len() - self.head_written;
-            if n >= left {
-                n -= left;
-                queue.pop_front();
-                self.head_written = 0;
-            } else {
-                self.head_written += n;
-                n = 0;
-            }
         }
     }
 
@@ -246,7 +238,7 @@ impl Writer {
         if !reason.flushes_queue() {
             // Keep a partly written head frame so the stream stays
             // well-formed for the close frame that follows.
-            let dropped = self.conn.discard_queue(self.head_written);
+            let dropped = self.conn.discard_queue();
             self.shard.note_discarded(dropped);
         }
         if let Some((code, text)) = reason.close_frame() {
@@ -278,4 +270,48 @@ impl Writer {
             libc::shutdown(self.stream.borrow().as_raw_fd(), libc::SHUT_WR);
         }
     }
+}
+
+/// One `sendmsg` of up to `WRITE_BATCH_FRAMES` queued frames on `fd`,
+/// without waiting.
+fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize> {
+    let queue = conn.queue().borrow();
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; WRITE_BATCH_FRAMES];
+    let mut count = 0;
+    for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
+        let bytes = if i == 0 {
+            &frame[conn.head_written()..]
+        } else {
+            &frame[..]
+        };
+        iov[i] = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a zeroed msghdr is valid; iov points at `count` live slices
+    // borrowed from the queue, which is not touched until sendmsg returns.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = count;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// `n` bytes went out: they leave the queue, and are counted.
+fn advance(shard: &Shard, conn: &ConnHandle, n: usize) {
+    conn.written(n);
+    shard.counters().bytes_out.add(n as u64);
 }

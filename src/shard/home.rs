@@ -6,6 +6,7 @@
 
 use super::message::Frames;
 use crate::conn::handle::{ConnHandle, Delivery};
+use crate::conn::outbox::Outbox;
 use crate::id::{ChannelToken, ConnId, UidCipher};
 use crate::router::Router;
 use crate::wake::WakerSlot;
@@ -20,6 +21,8 @@ pub struct Home {
     cipher: UidCipher,
     /// Every WebSocket connection this shard accepted and has not dropped.
     conns: RefCell<AHashMap<ConnId, Rc<ConnHandle>>>,
+    /// The connections with frames to send this round.
+    outbox: Rc<Outbox>,
     /// Local members of each channel instance, whoever owns it.
     subscribers: RefCell<AHashMap<ChannelToken, Vec<Rc<ConnHandle>>>>,
     /// Connections waiting for their owner to answer the join.
@@ -68,6 +71,7 @@ impl Home {
             router,
             cipher,
             conns: RefCell::default(),
+            outbox: Rc::default(),
             subscribers: RefCell::default(),
             pending_joins: RefCell::default(),
             conns_issued: Cell::new(0),
@@ -135,7 +139,15 @@ impl Home {
             Some(n) => self.cipher.uid(ConnId(n % crate::limits::UID_SPACE)),
             None => self.cipher.uid(id),
         };
-        let conn = Rc::new(ConnHandle::new(id, uid, echo, queued_bytes_max, now_ms));
+        let outbox = self.outbox.clone();
+        let conn = Rc::new(ConnHandle::new(
+            id,
+            uid,
+            echo,
+            queued_bytes_max,
+            now_ms,
+            outbox,
+        ));
         self.conns.borrow_mut().insert(id, conn.clone());
         conn
     }
@@ -143,6 +155,15 @@ impl Home {
     /// The connection is gone: forget it.
     pub fn close_conn(&self, conn: &ConnHandle) {
         self.conns.borrow_mut().remove(&conn.id());
+    }
+
+    /// An open connection, by number.
+    pub fn conn(&self, id: ConnId) -> Option<Rc<ConnHandle>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn open_conns(&self) -> usize {

@@ -28,6 +28,7 @@ impl Shard {
             }
             conn.shrink_idle_queue();
         });
+        self.home.outbox().shrink_idle();
         self.admission.prune(self.now_ns());
         self.inflater.borrow_mut().shrink();
         self.links.shrink_idle();

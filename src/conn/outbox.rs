@@ -1,0 +1,55 @@
+//! The shard's outbox: the connections a round of deliveries left frames
+//! for. A delivery marks its connection here (once per round); the shard's
+//! flush task then sends each marked queue with one gathered `sendmsg`,
+//! after the tasks woken in the same round have queued theirs. So no task
+//! per connection waits to write, and a round costs one wake-up, not one
+//! per member: only a connection whose socket is full gets a task of its
+//! own (`writer::run_blocked`), until its queue is empty again.
+//!
+//! Bounded: a connection is marked at most once until the flush takes it,
+//! so the list never holds more than the shard's connections.
+
+use crate::id::ConnId;
+use crate::wake::WakerSlot;
+use std::cell::RefCell;
+
+#[derive(Default)]
+pub struct Outbox {
+    marked: RefCell<Vec<ConnId>>,
+    /// The shard's flush task, parked until a connection is marked.
+    flusher: WakerSlot,
+}
+
+impl Outbox {
+    pub fn mark(&self, conn: ConnId) {
+        self.marked.borrow_mut().push(conn);
+        self.flusher.wake();
+    }
+
+    /// Waits until a connection is marked, then swaps the marked list with
+    /// `round` (empty; its allocation is reused).
+    pub async fn next_round(&self, round: &mut Vec<ConnId>) {
+        self.flusher
+            .until(|| (!self.marked.borrow().is_empty()).then_some(()))
+            .await;
+        std::mem::swap(round, &mut *self.marked.borrow_mut());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.marked.borrow().is_empty()
+    }
+
+    /// The marked list, emptied (tests).
+    #[cfg(test)]
+    pub fn take(&self) -> Vec<ConnId> {
+        std::mem::take(&mut *self.marked.borrow_mut())
+    }
+
+    /// Gives back a burst's allocation once the list is empty (the sweep).
+    pub fn shrink_idle(&self) {
+        let mut marked = self.marked.borrow_mut();
+        if marked.is_empty() && marked.capacity() > 1024 {
+            *marked = Vec::new();
+        }
+    }
+}
