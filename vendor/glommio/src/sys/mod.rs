@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // Patched (PATCHED.md): pairs with the fence a sleeping executor
+        // issues after setting `should_notify` (store, fence, load on both
+        // sides), so either it sees what we queued or we see its flag.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
