@@ -318,6 +318,7 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         let mut inner = self.inner.borrow_mut();
+        let timeout = matches!(inner.source_type, SourceType::Timeout(..));
         let enqueued = inner.enqueued.as_mut();
         if let Some(EnqueuedSource { id, queue, status }) = enqueued {
             match status {
@@ -336,7 +337,11 @@ impl Drop for Source {
                     // now, so we delay `consume_source` until we consume the
                     // corresponding event from the completion queue.
 
-                    queue.borrow_mut().cancel_request(*id);
+                    if timeout {
+                        queue.borrow_mut().cancel_timeout(*id);
+                    } else {
+                        queue.borrow_mut().cancel_request(*id);
+                    }
                     *status = EnqueuedStatus::Canceled; // not necessary, but useful for correctness
                 }
                 EnqueuedStatus::Canceled => unreachable!(),
