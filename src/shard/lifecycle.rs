@@ -2,10 +2,57 @@
 //! is still serving (which the drain waits for, and whose closing tells the
 //! sweep when to hand memory back).
 
+use super::message::ShardMsg;
 use super::stop::StopSignal;
 use super::sweep::TrimPolicy;
+use super::Shard;
+use crate::error::CloseReason;
+use crate::id::ShardId;
 use std::cell::Cell;
 use std::time::Instant;
+
+/// The shard's side of its shutdown (`run.rs` drives it): drain, tell the
+/// peers, stop.
+impl Shard {
+    /// Starts the drain: every connection gets 1001 after its queue.
+    pub(super) fn begin_shutdown(&self) {
+        self.life.begin_drain();
+        self.home.for_each_conn(|conn| {
+            conn.end(CloseReason::ServerShutdown);
+        });
+    }
+
+    /// Tells every peer this shard's drain is over (after the leaves it
+    /// forwarded).
+    pub(super) fn tell_peers_drained(&self) {
+        for peer in 0..self.router.shard_count() {
+            let peer = ShardId(peer as u16);
+            if peer != self.id() {
+                self.send(peer, ShardMsg::Drained);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Whether every peer's drain is over.
+    pub(super) fn peers_drained(&self) -> bool {
+        self.life.peers_drained() + 1 >= self.router.shard_count()
+    }
+
+    /// Ends the long-lived tasks (they race `stopped`). glommio 0.9 does
+    /// not drop a finished executor's remaining tasks, so anything left
+    /// running would keep its sockets open: the listener first of all.
+    pub(super) fn stop(&self) {
+        self.life.stop();
+        // Connections still draining at the deadline: cut them.
+        self.home.for_each_conn(|conn| conn.shutdown_socket());
+    }
+
+    /// Resolves once `stop` was called.
+    pub async fn stopped(&self) {
+        self.life.stopped().await
+    }
+}
 
 pub struct Lifecycle {
     started: Instant,

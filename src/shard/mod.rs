@@ -7,7 +7,7 @@
 //! | `Home` | `home.rs` | the connections accepted here, their subscriptions, pending joins and pushes |
 //! | `Admission` | `admission.rs` | per-IP buckets, bans, the namespaces in force |
 //! | `Links` | `links.rs` | one bounded forward link per peer shard, congestion |
-//! | `Lifecycle` | `lifecycle.rs` | clocks, drain, stop, sockets being served |
+//! | `Lifecycle` | `lifecycle.rs` | clocks, sockets being served, and the shutdown: drain, tell the peers, stop |
 //!
 //! and the glue in this file: `send` (this shard's queue, or a forward)
 //! and `dispatch` (the one loop that handles this shard's messages). The
@@ -636,45 +636,6 @@ impl Shard {
     /// it before reading more from its socket (see `Links::room`).
     pub async fn forward_room(&self) {
         self.links.room().await
-    }
-
-    /// Starts the drain: every connection gets 1001 after its queue.
-    fn begin_shutdown(&self) {
-        self.life.begin_drain();
-        self.home.for_each_conn(|conn| {
-            conn.end(CloseReason::ServerShutdown);
-        });
-    }
-
-    /// Tells every peer this shard's drain is over (after the leaves it
-    /// forwarded).
-    fn tell_peers_drained(&self) {
-        for peer in 0..self.router.shard_count() {
-            let peer = ShardId(peer as u16);
-            if peer != self.id() {
-                self.send(peer, ShardMsg::Drained);
-            }
-        }
-        self.dispatch();
-    }
-
-    /// Whether every peer's drain is over.
-    fn peers_drained(&self) -> bool {
-        self.life.peers_drained() + 1 >= self.router.shard_count()
-    }
-
-    /// Ends the long-lived tasks (they race `stopped`). glommio 0.9 does
-    /// not drop a finished executor's remaining tasks, so anything left
-    /// running would keep its sockets open: the listener first of all.
-    fn stop(&self) {
-        self.life.stop();
-        // Connections still draining at the deadline: cut them.
-        self.home.for_each_conn(|conn| conn.shutdown_socket());
-    }
-
-    /// Resolves once `stop` was called.
-    pub async fn stopped(&self) {
-        self.life.stopped().await
     }
 
     /// Counts a slow consumer's dropped backlog (see `sweep`).
