@@ -56,12 +56,20 @@ impl Shard {
 
 /// When to hand free memory back: after a crowd left (many sockets closed
 /// and at most half of the peak still open), not under steady churn, which
-/// reuses what it frees; or after slow consumers' backlogs were dropped.
+/// reuses what it frees; once more when the crowd's last sockets are gone;
+/// or after slow consumers' backlogs were dropped.
 #[derive(Default)]
 pub struct TrimPolicy {
     /// Sockets closed since the last trim, and the most open at once.
     closed: Cell<usize>,
     peak: Cell<usize>,
+    /// `closed` at the previous sweep: unchanged means no socket closed in
+    /// between, so whoever was leaving has left.
+    closed_at_last_sweep: Cell<usize>,
+    /// A crowd's trim ran while it was still leaving: the sockets that
+    /// were still open pin pages of the heap, so once they are gone too,
+    /// trim again.
+    follow_up: Cell<bool>,
     /// Bytes of slow consumers' queues dropped since the last trim.
     discarded: Cell<usize>,
 }
@@ -79,14 +87,25 @@ impl TrimPolicy {
         self.discarded.set(self.discarded.get() + bytes);
     }
 
-    /// Whether to trim now, with `open` sockets; if so, starts counting
-    /// afresh.
+    /// Whether to trim now, with `open` sockets; called once per sweep. If
+    /// so, starts counting afresh.
     pub(super) fn due(&self, open: usize) -> bool {
-        let crowd_left =
-            self.closed.get() >= TRIM_AFTER_SOCKETS_CLOSED && open * 2 <= self.peak.get();
-        let due = crowd_left || self.discarded.get() >= TRIM_AFTER_BYTES_DISCARDED;
+        let closed = self.closed.get();
+        let closing = self.closed_at_last_sweep.replace(closed) != closed;
+        let crowd_left = closed >= TRIM_AFTER_SOCKETS_CLOSED && open * 2 <= self.peak.get();
+        let crowd_gone = self.follow_up.get() && !closing && closed > 0;
+        let due = crowd_left || crowd_gone || self.discarded.get() >= TRIM_AFTER_BYTES_DISCARDED;
+        self.follow_up.set(
+            closing
+                && if due {
+                    crowd_left
+                } else {
+                    self.follow_up.get()
+                },
+        );
         if due {
             self.closed.set(0);
+            self.closed_at_last_sweep.set(0);
             self.peak.set(open);
             self.discarded.set(0);
         }
@@ -148,6 +167,43 @@ mod tests {
             policy.closed();
         }
         assert!(policy.due(0));
+        assert!(!policy.due(0));
+    }
+
+    #[test]
+    fn trims_again_once_the_last_of_a_crowd_left() {
+        let policy = TrimPolicy::default();
+        for open in 1..=10_000 {
+            policy.opened(open);
+        }
+        // The sweep lands while the crowd is leaving: 9,100 gone, 900 not.
+        for _ in 0..9100 {
+            policy.closed();
+        }
+        assert!(policy.due(900));
+        // The last 900 go, fewer than the 1,024 a trim waits for; while
+        // they are still going, no trim.
+        for _ in 0..500 {
+            policy.closed();
+        }
+        assert!(!policy.due(400));
+        for _ in 0..400 {
+            policy.closed();
+        }
+        assert!(!policy.due(0), "still leaving at this sweep");
+        assert!(policy.due(0), "nobody left since the last sweep: trim");
+        assert!(!policy.due(0), "once");
+        // A crowd that left between two sweeps is trimmed once.
+        for open in 1..=5000 {
+            policy.opened(open);
+        }
+        for _ in 0..5000 {
+            policy.closed();
+        }
+        assert!(policy.due(0));
+        assert!(!policy.due(0));
+        policy.closed();
+        assert!(!policy.due(0), "one close is no crowd");
         assert!(!policy.due(0));
     }
 
