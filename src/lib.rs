@@ -6,7 +6,9 @@
 //! ## The data path
 //!
 //! ```text
-//! client A (shard 1) --text frame--> shard 1: decode (ws::codec), check size,
+//! client A (shard 1) --readable--> shard 1's reader (conn::reader, one task
+//!     over one epoll set for all its plain connections; a TLS connection
+//!     reads in its session's task) --> conn::inbound: decode (ws::codec), check size,
 //!     rate (ratelimit) and send key (access), classify (pubsub::classify),
 //!     validate JSON (pubsub::json)
 //!   --route: router says channel token -> shard 0--> shard 0, the owner
@@ -21,7 +23,7 @@
 //! ```
 //!
 //! One line, the functions a message passes:
-//! `session::read_frames` -> `publish_text` -> `Shard::publish` ->
+//! `reader::run` -> `Inbound::received_shared` -> `publish_text` -> `Shard::publish` ->
 //! (`Shard::send` -> link -> `Shard::receive` ->) `Owner::publish` ->
 //! `Shard::send` -> `Shard::dispatch` -> `Home::fan_out` ->
 //! `ConnHandle::deliver` -> `Outbox::mark` -> `writer::flush_marked`.
@@ -69,7 +71,7 @@
 //! | [`server`] | start N shards, wait until ready, stop them |
 //! | [`router`] | who owns it: channel names, channel tokens, connection ids |
 //! | [`shard`] | one executor's parts: `Owner` (sans-IO, with its cluster side in `shard/cluster.rs`), `Home`, `Admission`, `Links`, `Lifecycle`; `send` and `dispatch`; the join; the sweep |
-//! | [`conn`] | a connection: its stream (plain, or TLS driven sans-IO: `conn::tls`), the TLS handshake at low priority (`conn::handshake`), HTTP phase (one `Response` writer), push, WebSocket session, bounded outgoing queue, the shard's outbox and flush task (gathered writes; a task of its own only while a socket is full) |
+//! | [`conn`] | a connection: its stream (plain, or TLS driven sans-IO: `conn::tls`), the TLS handshake at low priority (`conn::handshake`), HTTP phase (one `Response` writer), push, WebSocket session, the shard's reader (one epoll set, no task per plain connection), what is read (`conn::inbound`, sans-IO), bounded outgoing queue, the shard's outbox and flush task (gathered writes; a task of its own only while a socket is full) |
 //! | [`http`] | request heads (httparse), endpoints, upgrade checks, client IP, push bodies, `Response` |
 //! | [`ws`] | the sans-IO frame codec on tungstenite's frame types |
 //! | [`pubsub`] | classify, JSON check, channel registry, envelopes built once |

@@ -45,6 +45,10 @@ pub const fn forward_backlog_floor(queue_slots: usize) -> usize {
     2 * FORWARD_CONGESTED + SHARD_READ_BUFFER_BYTES / 7 + 1 + queue_slots * FORWARD_BATCH_MAX
 }
 
+/// Ready sockets the shard's reader takes from one `epoll_wait` (each is
+/// read once) before it lets the round's flush and other tasks run.
+pub const READY_EVENTS_MAX: usize = 256;
+
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;

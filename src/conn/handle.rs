@@ -7,7 +7,6 @@
 //! waits.
 
 use super::outbox::Outbox;
-use super::Stream;
 use crate::error::CloseReason;
 use crate::id::{ChannelToken, ConnId, Uid};
 use crate::wake::WakerSlot;
@@ -73,9 +72,9 @@ pub struct ConnHandle {
     output: Cell<Output>,
     /// The shard's outbox, where a delivery marks it.
     outbox: Rc<Outbox>,
-    /// The stream, for the task that waits for a full socket (plain TCP
-    /// only; set while the session runs).
-    stream: Cell<Option<Rc<RefCell<Stream>>>>,
+    /// Read by the shard's reader (a plain connection, once joined): its
+    /// end is handed to the flush task, which releases it.
+    read_by_shard: Cell<bool>,
     /// A TLS connection's writer task, parked until there is output or an
     /// end.
     writer: WakerSlot,
@@ -127,7 +126,7 @@ impl ConnHandle {
             head_written: Cell::new(0),
             output: Cell::new(Output::Held),
             outbox,
-            stream: Cell::new(None),
+            read_by_shard: Cell::new(false),
             writer: WakerSlot::default(),
             writer_blocked: WakerSlot::default(),
             session: WakerSlot::default(),
@@ -184,14 +183,8 @@ impl ConnHandle {
     }
 
     /// The session hands a plain connection's sending to the shard's flush
-    /// task (once the join is confirmed), with its stream for a full
-    /// socket's wait.
-    pub(crate) fn release_output(&self, stream: Rc<RefCell<Stream>>) {
-        self.stream.set(Some(stream));
-        self.open_output();
-    }
-
-    fn open_output(&self) {
+    /// task (once the join is confirmed).
+    pub(crate) fn release_output(&self) {
         self.output.set(Output::Idle);
         if !self.queue.borrow().is_empty() {
             self.mark();
@@ -207,13 +200,9 @@ impl ConnHandle {
         marked
     }
 
-    /// Its socket is full: a task of its own sends from now on; returns
-    /// the stream for it.
-    pub(crate) fn block(&self) -> Option<Rc<RefCell<Stream>>> {
-        let stream = self.stream.take()?;
-        self.stream.set(Some(stream.clone()));
+    /// Its socket is full: a task of its own sends from now on.
+    pub(crate) fn block(&self) {
         self.output.set(Output::Blocked);
-        Some(stream)
     }
 
     /// The blocked task is done (the queue is empty, or the connection
@@ -227,14 +216,12 @@ impl ConnHandle {
     }
 
     /// The closing session takes the sending back: waits until a blocked
-    /// send gave up (the end woke it), then nothing else sends; lets go
-    /// of the stream.
+    /// send gave up (the end woke it), then nothing else sends.
     pub(crate) async fn hold_output(&self) {
         self.session
             .until(|| (self.output.get() != Output::Blocked).then_some(()))
             .await;
         self.output.set(Output::Held);
-        drop(self.stream.take());
     }
 
     /// Bytes of the head frame already written.
@@ -256,6 +243,9 @@ impl ConnHandle {
             return false;
         }
         self.end.set(Some(reason));
+        if self.read_by_shard.get() {
+            self.outbox.ended(self.id);
+        }
         self.session.wake();
         self.writer.wake();
         self.writer_blocked.wake();
@@ -269,6 +259,11 @@ impl ConnHandle {
         self.discard_queue();
         self.deliver_final(Bytes::from(response));
         self.end(CloseReason::JoinRefused);
+    }
+
+    /// The shard's reader reads it from now on.
+    pub(crate) fn set_read_by_shard(&self) {
+        self.read_by_shard.set(true);
     }
 
     /// Remembers the socket, so a stopping shard can cut it.
@@ -536,7 +531,7 @@ mod tests {
         let c = ConnHandle::new(ConnId(7), Uid(*b"abc123"), false, 100, 0, outbox.clone());
         c.deliver(Bytes::from_static(b"101"));
         assert!(outbox.is_empty(), "held until the join is confirmed");
-        c.open_output();
+        c.release_output();
         c.deliver(Bytes::from_static(b"a"));
         assert_eq!(outbox.take(), vec![ConnId(7)], "marked once");
         assert!(c.take_mark());

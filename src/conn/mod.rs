@@ -7,8 +7,10 @@
 
 pub mod handle;
 pub mod handshake;
+mod inbound;
 pub mod outbox;
 mod push;
+pub mod reader;
 mod session;
 mod tls;
 mod writer;
@@ -63,18 +65,17 @@ enum Next {
 /// Serves one accepted TCP connection until it closes.
 ///
 /// Memory: a silent session is most of what a relay holds, so the HTTP
-/// phase runs boxed and is freed at the upgrade, and the task's future then
-/// holds only the session's state (its size is the largest of its states,
-/// and the HTTP phase's are larger).
+/// phase runs boxed and is freed at the upgrade; a plain connection's task
+/// ends once its join is confirmed (the shard's reader reads it from then
+/// on), and a TLS one's future then holds only the session's state.
 pub fn serve(shard: Rc<Shard>, stream: Stream, listener: Listener) -> impl Future<Output = ()> {
     let tracked = shard.track_socket();
     let http = Box::pin(serve_http(shard.clone(), stream, listener));
     async move {
-        let _tracked = tracked;
         // `upgraded` (over 300 bytes) is scoped to the match, so it takes
         // no room in this future while the session runs.
         let session = match http.await {
-            Some(upgraded) => session::run_session(shard, upgraded),
+            Some(upgraded) => session::run_session(shard, upgraded, tracked),
             None => return,
         };
         session.await;

@@ -16,7 +16,11 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub struct Outbox {
     marked: RefCell<Vec<ConnId>>,
-    /// The shard's flush task, parked until a connection is marked.
+    /// Connections the shard's reader read that ended since: the flush
+    /// task releases them (`Reader::release`). Each ends once.
+    ended: RefCell<Vec<ConnId>>,
+    /// The shard's flush task, parked until a connection is marked or
+    /// ended.
     flusher: WakerSlot,
 }
 
@@ -26,13 +30,23 @@ impl Outbox {
         self.flusher.wake();
     }
 
-    /// Waits until a connection is marked, then swaps the marked list with
-    /// `round` (empty; its allocation is reused).
-    pub async fn next_round(&self, round: &mut Vec<ConnId>) {
+    pub fn ended(&self, conn: ConnId) {
+        self.ended.borrow_mut().push(conn);
+        self.flusher.wake();
+    }
+
+    /// Waits until a connection is marked or ended, then swaps the marked
+    /// list with `round` and the ended one with `ended` (both empty; their
+    /// allocations are reused).
+    pub async fn next_round(&self, round: &mut Vec<ConnId>, ended: &mut Vec<ConnId>) {
         self.flusher
-            .until(|| (!self.marked.borrow().is_empty()).then_some(()))
+            .until(|| {
+                let idle = self.marked.borrow().is_empty() && self.ended.borrow().is_empty();
+                (!idle).then_some(())
+            })
             .await;
         std::mem::swap(round, &mut *self.marked.borrow_mut());
+        std::mem::swap(ended, &mut *self.ended.borrow_mut());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,6 +64,10 @@ impl Outbox {
         let mut marked = self.marked.borrow_mut();
         if marked.is_empty() && marked.capacity() > 1024 {
             *marked = Vec::new();
+        }
+        let mut ended = self.ended.borrow_mut();
+        if ended.is_empty() && ended.capacity() > 1024 {
+            *ended = Vec::new();
         }
     }
 }

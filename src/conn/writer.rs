@@ -13,9 +13,10 @@
 //!
 //! glommio 0.9 has no vectored write for TCP (its `poll_write` sends one
 //! buffer), so we call `sendmsg(MSG_DONTWAIT)` on the socket ourselves,
-//! exactly as glommio's own first attempt does, and only when the socket is
-//! full fall back to glommio's `poll_write`, which parks the task on an
-//! io_uring poll until the socket is writable.
+//! exactly as glommio's own first attempt does. When the socket is full,
+//! `run_blocked` parks on one io_uring poll until it is writable
+//! (`glommio::net::wait_writable`, vendor/glommio/PATCHED.md change 5); a
+//! closing connection's `finish` uses its stream's `poll_write`.
 
 use super::handle::ConnHandle;
 use super::Stream;
@@ -47,9 +48,8 @@ pub fn flush_marked(shard: &Rc<Shard>, conn: &Rc<ConnHandle>) {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(stream) = conn.block() {
-                    glommio::spawn_local(run_blocked(shard.clone(), conn.clone(), stream)).detach();
-                }
+                conn.block();
+                glommio::spawn_local(run_blocked(shard.clone(), conn.clone())).detach();
                 return;
             }
             Err(e) => return write_failed(conn, e),
@@ -59,18 +59,31 @@ pub fn flush_marked(shard: &Rc<Shard>, conn: &Rc<ConnHandle>) {
 
 /// A plain connection whose socket was full: waits until it is writable
 /// and sends until the queue is empty, or until the connection ends.
-async fn run_blocked(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<Stream>>) {
-    let mut w = Writer {
-        conn,
-        stream,
-        shard,
-    };
-    while w.conn.ended().is_none() && !w.conn.queue().borrow().is_empty() {
-        if let Err(e) = w.flush_plain().await {
-            write_failed(&w.conn, e);
+async fn run_blocked(shard: Rc<Shard>, conn: Rc<ConnHandle>) {
+    let fd = conn.socket_fd();
+    while conn.ended().is_none() && !conn.queue().borrow().is_empty() {
+        let writable = async { Some(glommio::net::wait_writable(fd).await) };
+        let ended = async {
+            conn.ended_while_blocked().await;
+            None
+        };
+        match future::or(writable, ended).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                write_failed(&conn, e);
+                break;
+            }
+            // Ended: `finish` sends what must still go out; nothing more
+            // may start a frame now.
+            None => break,
+        }
+        match send_gathered(&conn, fd) {
+            Ok(n) => advance(&shard, &conn, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => write_failed(&conn, e),
         }
     }
-    w.conn.unblock();
+    conn.unblock();
 }
 
 fn write_failed(conn: &ConnHandle, e: io::Error) {

@@ -157,6 +157,13 @@ impl Home {
         self.conns.borrow_mut().remove(&conn.id());
     }
 
+    /// Frees what a crowd made the connection tables grow to, once it left
+    /// (the sweep).
+    pub fn shrink_idle(&self) {
+        shrink_map(&mut self.conns.borrow_mut());
+        shrink_map(&mut self.pending_joins.borrow_mut());
+    }
+
     /// An open connection, by number.
     pub fn conn(&self, id: ConnId) -> Option<Rc<ConnHandle>> {
         self.conns.borrow().get(&id).cloned()
@@ -287,5 +294,15 @@ impl<T> ReplySlot<T> {
 
     pub async fn wait(&self) -> T {
         self.waiting.until(|| self.value.take()).await
+    }
+}
+
+/// Shrinks a map to fit once it holds less than half of its capacity
+/// (and the difference is worth a reallocation).
+pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 2 * map.len() + 1024 {
+        map.shrink_to_fit();
     }
 }

@@ -152,6 +152,11 @@ impl Links {
         batch
     }
 
+    /// Whether no shard has a congested forward link.
+    pub fn has_room(&self) -> bool {
+        !self.congested.iter().any(|f| f.load(Ordering::Acquire))
+    }
+
     /// Waits until no shard has a congested forward link; a reader calls
     /// it before reading more from its socket. Every shard's readers pause,
     /// not only this one's: a publisher on shard A can congest the link

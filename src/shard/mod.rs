@@ -21,6 +21,7 @@
 
 mod admission;
 mod home;
+pub(crate) use home::shrink_map;
 pub mod join;
 mod lifecycle;
 pub mod links;
@@ -35,6 +36,7 @@ use crate::access::Namespaces;
 use crate::cluster::{Cluster, EngineCmd, EngineEvent};
 use crate::config::Config;
 use crate::conn::handle::{ConnHandle, Delivery};
+use crate::conn::reader::Reader;
 use crate::error::CloseReason;
 use crate::id::{ShardId, Uid, UidCipher};
 use crate::metrics::{Metrics, ShardCounters};
@@ -88,6 +90,8 @@ pub struct Shard {
     /// Where every connection's reads land (see `conn::session`): borrowed
     /// only between a read completing and its frames being handled.
     read_buffer: RefCell<Vec<u8>>,
+    /// Reads the shard's joined plain connections (`conn::reader`).
+    reader: Reader,
     /// JSON validation scratch space, reused for every message.
     validator: RefCell<JsonValidator>,
     /// Inflates clients' compressed messages (permessage-deflate), one at a
@@ -133,6 +137,7 @@ impl Shard {
             dispatching: Cell::new(false),
             effects: RefCell::default(),
             read_buffer: RefCell::new(vec![0; crate::limits::SHARD_READ_BUFFER_BYTES]),
+            reader: Reader::new().expect("epoll_create1 for the shard's reader"),
             validator: RefCell::default(),
             inflater: RefCell::default(),
             cluster: None,
@@ -255,6 +260,10 @@ impl Shard {
 
     pub fn read_buffer(&self) -> &RefCell<Vec<u8>> {
         &self.read_buffer
+    }
+
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     pub fn validator(&self) -> &RefCell<JsonValidator> {
@@ -636,6 +645,12 @@ impl Shard {
     /// it before reading more from its socket (see `Links::room`).
     pub async fn forward_room(&self) {
         self.links.room().await
+    }
+
+    /// Whether no shard has a congested forward link now (the shard's
+    /// reader checks it before each read).
+    pub fn has_forward_room(&self) -> bool {
+        self.links.has_room()
     }
 
     /// Counts a slow consumer's dropped backlog (see `sweep`).

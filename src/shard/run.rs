@@ -79,6 +79,10 @@ pub async fn run(wiring: ShardWiring) {
         shard.clone(),
         flush_loop(shard.clone()),
     )));
+    tasks.push(glommio::spawn_local(until_stopped(
+        shard.clone(),
+        crate::conn::reader::run(shard.clone()),
+    )));
     if let Some(wake) = wiring.engine_wake {
         // SAFETY: as above, a socket we own and give up here.
         let wake = unsafe { UnixStream::from_raw_fd(wake.into_raw_fd()) };
@@ -247,19 +251,25 @@ async fn engine_inbound(shard: Rc<Shard>, mut wake: UnixStream) {
 /// The flush task: each round, sends what the round's deliveries queued
 /// for the connections they marked (see `conn::outbox`).
 async fn flush_loop(shard: Rc<Shard>) {
-    let mut round = Vec::new();
+    let (mut round, mut ended) = (Vec::new(), Vec::new());
     loop {
-        shard.home.outbox().next_round(&mut round).await;
+        shard.home.outbox().next_round(&mut round, &mut ended).await;
         let marked = round.len();
         for id in round.drain(..) {
             if let Some(conn) = shard.home.conn(id) {
                 crate::conn::flush_marked(&shard, &conn);
             }
         }
+        for id in ended.drain(..) {
+            shard.reader().release(&shard, id);
+        }
         // A crowd's round leaves a large list behind: not kept once
         // rounds are small again.
         if marked < 256 && round.capacity() > 1024 {
             round = Vec::new();
+        }
+        if ended.capacity() > 1024 {
+            ended = Vec::new();
         }
     }
 }

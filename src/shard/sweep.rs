@@ -29,6 +29,8 @@ impl Shard {
             conn.shrink_idle_queue();
         });
         self.home.outbox().shrink_idle();
+        self.home.shrink_idle();
+        self.reader.shrink_idle();
         self.admission.prune(self.now_ns());
         self.inflater.borrow_mut().shrink();
         self.links.shrink_idle();

@@ -106,6 +106,21 @@ fn yolo_sendmsg(
     }
 }
 
+/// Patched (PATCHED.md, change 5): resolves once `fd` is readable (or
+/// hung up), through one io_uring poll; for descriptors glommio does not
+/// wrap, such as an epoll instance.
+pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(drop)
+}
+
+/// Patched (PATCHED.md, change 5): resolves once `fd` is writable (or hung
+/// up), through one io_uring poll.
+pub async fn wait_writable(fd: RawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_write_ready(fd);
+    source.collect_rw().await.map(drop)
+}
+
 mod datagram;
 mod stream;
 mod tcp_socket;

@@ -496,6 +496,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     pub(crate) fn stream(&self) -> &S {
         &self.stream.stream
     }
+
+    /// Patched (PATCHED.md, change 5): the socket itself; its readiness
+    /// polls are dropped (cancelled).
+    pub(crate) fn into_inner(self) -> S {
+        self.stream.stream
+    }
 }
 
 impl<S: AsRawFd, B: Buffered> GlommioStream<S, B> {

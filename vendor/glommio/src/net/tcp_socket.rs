@@ -386,6 +386,14 @@ impl<B: RxBuf> AsRawFd for TcpStream<B> {
     }
 }
 
+/// Patched (PATCHED.md, change 5): gives the socket up, for a caller that
+/// waits for its readiness itself (`wait_readable`, `wait_writable`).
+impl IntoRawFd for TcpStream {
+    fn into_raw_fd(self) -> RawFd {
+        self.stream.into_inner().into_raw_fd()
+    }
+}
+
 impl FromRawFd for TcpStream {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let socket = socket2::Socket::from_raw_fd(fd);
