@@ -10,7 +10,7 @@
 //! here, and the kernel's epoll entry. Sending is the flush task's
 //! (`conn::outbox`). A connection that ends (whoever ended it) is handed
 //! back by the flush task (`release`): out of epoll, and closed in a task
-//! of its own (`session::close_read`).
+//! of its own (`session::close_read`), on the socket itself.
 //!
 //! glommio 0.9 has no readiness API for a descriptor it does not wrap; the
 //! patched copy (vendor/glommio/PATCHED.md, change 5) adds
@@ -19,7 +19,6 @@
 use super::handle::ConnHandle;
 use super::inbound::Inbound;
 use super::session::close_read;
-use super::Stream;
 use crate::error::CloseReason;
 use crate::id::ConnId;
 use crate::limits::READY_EVENTS_MAX;
@@ -87,7 +86,7 @@ impl Reader {
         if added < 0 {
             tracing::warn!(error = %io::Error::last_os_error(), "epoll_ctl add failed");
             conn.end(CloseReason::PeerGone);
-            return close_read(shard, conn, plain(socket), tracked);
+            return close_read(shard, conn, socket, tracked);
         }
         conn.set_read_by_shard();
         let reading = Reading {
@@ -158,7 +157,7 @@ impl Reader {
                 std::ptr::null_mut(),
             )
         };
-        close_read(shard, r.conn, plain(r.socket), r.tracked);
+        close_read(shard, r.conn, r.socket, r.tracked);
     }
 
     /// Frees what a crowd made the table grow to, once it left (the sweep).
@@ -208,7 +207,7 @@ fn wait(epoll: RawFd, ready: &mut [libc::epoll_event]) -> usize {
 
 /// One `recv` without waiting: `Err(None)` if nothing was there, `Err(Some)`
 /// if the peer is gone.
-fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Option<CloseReason>> {
+pub(super) fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Option<CloseReason>> {
     // SAFETY: `buf` is valid for `len` bytes.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
     match n {
@@ -219,10 +218,4 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Option<CloseReason>> {
             _ => Err(Some(CloseReason::PeerGone)),
         },
     }
-}
-
-/// A released socket as a glommio stream again, for its close.
-fn plain(socket: OwnedFd) -> Stream {
-    // SAFETY: the descriptor is an open TCP socket we own.
-    Stream::Plain(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
 }

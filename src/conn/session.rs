@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_lite::{future, AsyncRead};
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -79,7 +80,7 @@ pub fn run_session(
             Some(reason) => Err(reason),
             None => Inbound::start(&shard, &conn, leftover, deflate, role, ip),
         };
-        let (stream, writer, reason) = match (stream, started) {
+        let (closing, reason) = match (stream, started) {
             (Stream::Plain(tcp), started) => {
                 // The 101 and the join event go out together, by the
                 // shard's flush task.
@@ -89,7 +90,11 @@ pub fn run_session(
                     Ok(inbound) => {
                         return shard.reader().adopt(&shard, conn, tcp, inbound, tracked)
                     }
-                    Err(reason) => (Rc::new(RefCell::new(Stream::Plain(tcp))), None, reason),
+                    // SAFETY: the stream gave the descriptor up to us.
+                    Err(reason) => (
+                        Closing::Plain(unsafe { OwnedFd::from_raw_fd(tcp.into_raw_fd()) }),
+                        reason,
+                    ),
                 }
             }
             (tls, started) => {
@@ -101,14 +106,14 @@ pub fn run_session(
                     Ok(inbound) => read_tls(&shard, &conn, &stream, inbound).await,
                     Err(reason) => reason,
                 };
-                (stream, Some(writer), reason)
+                (Closing::Tls(stream, writer), reason)
             }
         };
         conn.end(reason);
         shard.leave(&conn);
         // Boxed: the end runs once, so its state should not make every
         // idle connection's session larger.
-        Box::pin(close(&shard, &conn, &stream, writer, reason)).await;
+        Box::pin(close(&shard, &conn, closing, reason)).await;
         drop(tracked);
     }
 }
@@ -138,40 +143,54 @@ fn open(shard: &Shard, stream: &Stream, mode: Mode, upgrade: Upgrade) -> Rc<Conn
 
 /// The end of a connection the shard's reader read: it leaves its channel
 /// and is closed (see `close`) in a task of its own.
-pub fn close_read(shard: &Rc<Shard>, conn: Rc<ConnHandle>, stream: Stream, tracked: SocketGuard) {
+pub fn close_read(shard: &Rc<Shard>, conn: Rc<ConnHandle>, socket: OwnedFd, tracked: SocketGuard) {
     let reason = conn.ended().unwrap_or(CloseReason::PeerGone);
     shard.leave(&conn);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        let stream = Rc::new(RefCell::new(stream));
-        close(&shard, &conn, &stream, None, reason).await;
+        close(&shard, &conn, Closing::Plain(socket), reason).await;
         drop(tracked);
     })
     .detach();
 }
 
+/// What a closing connection is written and read through.
+enum Closing {
+    /// A plain socket, used directly (no glommio stream is made for it).
+    Plain(OwnedFd),
+    /// A TLS stream, with the writer task that sends its last records.
+    Tls(Rc<RefCell<Stream>>, glommio::Task<()>),
+}
+
 /// After the leave: send the close frame (or let the writer task), wait
-/// (bounded) for the client to close too, and forget the connection.
-async fn close(
-    shard: &Rc<Shard>,
-    conn: &Rc<ConnHandle>,
-    stream: &Rc<RefCell<Stream>>,
-    writer: Option<glommio::Task<()>>,
-    reason: CloseReason,
-) {
-    match writer {
-        Some(writer) => writer.await,
-        None => writer::finish_plain(shard, conn, stream, reason).await,
+/// (bounded) for the client to close too, and forget the connection (before
+/// its socket is closed, so a stopping shard never cuts a reused fd).
+async fn close(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, closing: Closing, reason: CloseReason) {
+    match closing {
+        Closing::Plain(socket) => {
+            writer::finish_plain(shard, conn, socket.as_raw_fd(), reason).await;
+            linger(shard, reason, drain_socket(shard, socket.as_raw_fd())).await;
+            shard.close_conn(conn, reason);
+        }
+        Closing::Tls(stream, writer) => {
+            writer.await;
+            linger(shard, reason, drain_until_eof(shard, &stream)).await;
+            shard.close_conn(conn, reason);
+        }
     }
+}
+
+/// Unless the client is already gone: reads until it closes too, for at
+/// most the close timeout.
+async fn linger(shard: &Shard, reason: CloseReason, drain: impl Future<Output = ()>) {
     if reason != CloseReason::PeerGone {
         let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
         let _ = glommio::timer::timeout(close_timeout, async {
-            drain_until_eof(shard, stream).await;
+            drain.await;
             Ok(())
         })
         .await;
     }
-    shard.close_conn(conn, reason);
 }
 
 /// Reads and handles a TLS connection's frames until it ends; returns why.
@@ -239,6 +258,24 @@ async fn read_or_end(
         None => Err(conn.ended().unwrap_or(CloseReason::PeerGone)),
         Some(Ok(0)) | Some(Err(_)) => Err(CloseReason::PeerGone),
         Some(Ok(n)) => Ok(n),
+    }
+}
+
+/// `drain_until_eof` for a plain socket, waiting for it with one io_uring
+/// poll at a time.
+async fn drain_socket(shard: &Shard, fd: RawFd) {
+    loop {
+        // The buffer's borrow ends here, before any await.
+        let read = super::reader::recv(fd, &mut shard.read_buffer().borrow_mut());
+        match read {
+            Ok(_) => {}
+            Err(None) => {
+                if glommio::net::wait_readable(fd).await.is_err() {
+                    return;
+                }
+            }
+            Err(Some(_)) => return,
+        }
     }
 }
 

@@ -24,12 +24,11 @@ use crate::error::CloseReason;
 use crate::limits::WRITE_BATCH_FRAMES;
 use crate::shard::Shard;
 use crate::ws::frame::close_frame;
-use futures_lite::{future, AsyncWrite};
+use futures_lite::future;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,32 +57,20 @@ pub fn flush_marked(shard: &Rc<Shard>, conn: &Rc<ConnHandle>) {
 }
 
 /// A plain connection whose socket was full: waits until it is writable
-/// and sends until the queue is empty, or until the connection ends.
+/// and sends until the queue is empty, or until the connection ends (then
+/// `finish` sends what must still go out; nothing more may start a frame).
 async fn run_blocked(shard: Rc<Shard>, conn: Rc<ConnHandle>) {
-    let fd = conn.socket_fd();
-    while conn.ended().is_none() && !conn.queue().borrow().is_empty() {
-        let writable = async { Some(glommio::net::wait_writable(fd).await) };
-        let ended = async {
-            conn.ended_while_blocked().await;
-            None
-        };
-        match future::or(writable, ended).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                write_failed(&conn, e);
-                break;
-            }
-            // Ended: `finish` sends what must still go out; nothing more
-            // may start a frame now.
-            None => break,
-        }
-        match send_gathered(&conn, fd) {
-            Ok(n) => advance(&shard, &conn, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => write_failed(&conn, e),
+    let w = Writer {
+        out: Out::Plain(conn.socket_fd()),
+        conn,
+        shard,
+    };
+    while w.conn.ended().is_none() && !w.conn.queue().borrow().is_empty() {
+        if let Err(e) = w.flush_plain(w.conn.socket_fd()).await {
+            write_failed(&w.conn, e);
         }
     }
-    conn.unblock();
+    w.conn.unblock();
 }
 
 fn write_failed(conn: &ConnHandle, e: io::Error) {
@@ -98,22 +85,30 @@ fn write_failed(conn: &ConnHandle, e: io::Error) {
 pub async fn finish_plain(
     shard: &Rc<Shard>,
     conn: &Rc<ConnHandle>,
-    stream: &Rc<RefCell<Stream>>,
+    fd: RawFd,
     reason: CloseReason,
 ) {
     conn.hold_output().await;
     let mut w = Writer {
         conn: conn.clone(),
-        stream: stream.clone(),
+        out: Out::Plain(fd),
         shard: shard.clone(),
     };
     w.finish(reason).await;
 }
 
-/// A connection's stream with what sends it.
+/// Where a connection's bytes go.
+enum Out {
+    /// A plain socket: `sendmsg` on it directly.
+    Plain(RawFd),
+    /// A TLS stream, which seals them first.
+    Tls(Rc<RefCell<Stream>>),
+}
+
+/// A connection's output with what sends it.
 struct Writer {
     conn: Rc<ConnHandle>,
-    stream: Rc<RefCell<Stream>>,
+    out: Out,
     shard: Rc<Shard>,
 }
 
@@ -122,7 +117,7 @@ struct Writer {
 pub async fn run_writer(shard: Rc<Shard>, conn: Rc<ConnHandle>, stream: Rc<RefCell<Stream>>) {
     let mut w = Writer {
         conn,
-        stream,
+        out: Out::Tls(stream),
         shard,
     };
     loop {
@@ -145,18 +140,17 @@ impl Writer {
     /// One gathered write of what is queued; parks until writable if the
     /// socket is full.
     async fn flush_once(&mut self) -> io::Result<()> {
-        let tls = matches!(&*self.stream.borrow(), Stream::Tls(_));
-        match tls {
-            true => self.flush_sealed().await,
-            false => self.flush_plain().await,
+        match &self.out {
+            Out::Plain(fd) => self.flush_plain(*fd).await,
+            Out::Tls(stream) => self.flush_sealed(&stream.clone()).await,
         }
     }
 
     /// TLS: seals what is queued (if no sealed batch still waits), then
     /// sends the records; parks until writable if the socket is full.
-    async fn flush_sealed(&mut self) -> io::Result<()> {
+    async fn flush_sealed(&self, stream: &RefCell<Stream>) -> io::Result<()> {
         let sealed = {
-            let mut stream = self.stream.borrow_mut();
+            let mut stream = stream.borrow_mut();
             let Stream::Tls(tls) = &mut *stream else {
                 unreachable!("flush_sealed on a plain stream")
             };
@@ -169,7 +163,6 @@ impl Writer {
         if sealed > 0 {
             advance(&self.shard, &self.conn, sealed);
         }
-        let stream = &self.stream;
         let send = poll_fn(|cx| match &mut *stream.borrow_mut() {
             Stream::Tls(tls) => tls.poll_send_sealed(cx),
             Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
@@ -209,37 +202,27 @@ impl Writer {
         Ok(n)
     }
 
-    /// Plain TCP: one `sendmsg` of what is queued; parks until writable
-    /// if the socket is full.
-    async fn flush_plain(&mut self) -> io::Result<()> {
-        let fd = self.stream.borrow().as_raw_fd();
+    /// Plain TCP: one `sendmsg` of what is queued; if the socket is full,
+    /// parks until it is writable (the next call sends).
+    async fn flush_plain(&self, fd: RawFd) -> io::Result<()> {
         match send_gathered(&self.conn, fd) {
             Ok(n) => {
                 advance(&self.shard, &self.conn, n);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let head = match self.conn.queue().borrow().front() {
-                    Some(f) => f.slice(self.conn.head_written()..),
-                    None => return Ok(()),
-                };
-                let stream = &self.stream;
-                let write = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &head));
+                let writable = glommio::net::wait_writable(fd);
                 // An end (slow consumer, shutdown) must not wait for a
                 // client that stopped reading; `finish` bounds its own wait.
-                let n = if self.conn.ended().is_some() {
-                    write.await?
+                if self.conn.ended().is_some() {
+                    writable.await
                 } else {
                     let ended = async {
                         self.conn.ended_while_blocked().await;
-                        Ok(0)
+                        Ok(())
                     };
-                    future::or(write, ended).await?
-                };
-                // Only one sender at a time removes from the queue, so the
-                // head is still the frame we just wrote from.
-                advance(&self.shard, &self.conn, n);
-                Ok(())
+                    future::or(writable, ended).await
+                }
             }
             Err(e) => Err(e),
         }
@@ -265,13 +248,14 @@ impl Writer {
                 }
             }
             // Over TLS: close_notify after the close frame.
-            self.stream.borrow_mut().queue_close_notify();
-            let stream = &self.stream;
-            let _ = poll_fn(|cx| match &mut *stream.borrow_mut() {
-                Stream::Tls(tls) => tls.poll_send_sealed(cx),
-                Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
-            })
-            .await;
+            if let Out::Tls(stream) = &self.out {
+                stream.borrow_mut().queue_close_notify();
+                let _ = poll_fn(|cx| match &mut *stream.borrow_mut() {
+                    Stream::Tls(tls) => tls.poll_send_sealed(cx),
+                    Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
+                })
+                .await;
+            }
         };
         let _ = glommio::timer::timeout(deadline, async {
             drain.await;
@@ -279,8 +263,12 @@ impl Writer {
         })
         .await;
         // SAFETY: shutting down the write side of a socket we own.
+        let fd = match &self.out {
+            Out::Plain(fd) => *fd,
+            Out::Tls(stream) => stream.borrow().as_raw_fd(),
+        };
         unsafe {
-            libc::shutdown(self.stream.borrow().as_raw_fd(), libc::SHUT_WR);
+            libc::shutdown(fd, libc::SHUT_WR);
         }
     }
 }
