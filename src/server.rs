@@ -45,6 +45,7 @@ impl Server {
     /// Starts every shard and returns once all of them accept connections.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        crate::shard::sweep::fix_mmap_threshold();
         let cpus = allowed_cpus();
         let shards = if config.shards == 0 {
             cpus.len()

@@ -84,6 +84,13 @@ impl Registry {
         }
     }
 
+    /// Frees what a crowd of channels made the tables grow to, once most
+    /// of them are gone (the sweep).
+    pub fn shrink_idle(&mut self) {
+        crate::shard::shrink_map(&mut self.by_name);
+        crate::shard::shrink_map(&mut self.channels);
+    }
+
     /// The live channel called `name`, if any.
     pub fn find(&self, name: &str) -> Option<(ChannelToken, &Channel)> {
         let token = *self.by_name.get(name)?;

@@ -162,6 +162,7 @@ impl Home {
     pub fn shrink_idle(&self) {
         shrink_map(&mut self.conns.borrow_mut());
         shrink_map(&mut self.pending_joins.borrow_mut());
+        shrink_map(&mut self.subscribers.borrow_mut());
     }
 
     /// An open connection, by number.
@@ -302,7 +303,7 @@ impl<T> ReplySlot<T> {
 pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) {
-    if map.capacity() > 2 * map.len() + 1024 {
+    if map.capacity() > 2 * map.len() + 256 {
         map.shrink_to_fit();
     }
 }

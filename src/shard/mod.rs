@@ -30,7 +30,7 @@ pub mod message;
 pub mod owner;
 mod run;
 mod stop;
-mod sweep;
+pub(crate) mod sweep;
 
 use crate::access::Namespaces;
 use crate::cluster::{Cluster, EngineCmd, EngineEvent};

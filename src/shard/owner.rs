@@ -374,6 +374,11 @@ impl Owner {
 
     /// Removes a member; the others get its leave event. The channel and
     /// its ephemeral keys go when it empties.
+    /// Frees what a crowd made the channel tables grow to (the sweep).
+    pub fn shrink_idle(&mut self) {
+        self.registry.shrink_idle();
+    }
+
     pub fn leave(&mut self, token: ChannelToken, conn: ConnId, now_ms: u64, fx: &mut Effects) {
         if self.cluster.is_some() {
             return self.cluster_leave(token, conn, now_ms, fx);

@@ -30,6 +30,7 @@ impl Shard {
         });
         self.home.outbox().shrink_idle();
         self.home.shrink_idle();
+        self.owner.borrow_mut().shrink_idle();
         self.reader.shrink_idle();
         self.admission.prune(self.now_ns());
         self.inflater.borrow_mut().shrink();
@@ -114,6 +115,23 @@ impl TrimPolicy {
         due
     }
 }
+
+/// Keeps the allocator's mmap threshold at its default (128 KiB) instead of
+/// letting glibc raise it each time a mapped block is freed (up to 32 MiB).
+/// The tables a crowd makes a shard grow (its connections, the reader's,
+/// the channels') and large queues are then mappings of their own, handed
+/// back whole when freed or shrunk, instead of heap pages that stay pinned
+/// by whatever small allocation lands beside them.
+pub(crate) fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
+/// glibc's default mmap threshold.
+const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
 
 /// Hands the allocator's free pages back to the kernel, so that memory
 /// returns to its baseline after a crowd of connections has left. glibc
