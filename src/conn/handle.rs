@@ -19,6 +19,9 @@ use std::rc::Rc;
 /// `101` and join event, and room for a first burst.
 const QUEUE_SLOTS_NEW: usize = 8;
 
+/// `read_slot` of a connection the shard's reader does not read.
+const NOT_READ: u32 = u32::MAX;
+
 /// What became of a frame handed to `deliver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -72,9 +75,10 @@ pub struct ConnHandle {
     output: Cell<Output>,
     /// The shard's outbox, where a delivery marks it.
     outbox: Rc<Outbox>,
-    /// Read by the shard's reader (a plain connection, once joined): its
-    /// end is handed to the flush task, which releases it.
-    read_by_shard: Cell<bool>,
+    /// Its slot in the shard's reader (a plain connection, once joined;
+    /// `NOT_READ` before or otherwise): its end is handed to the flush
+    /// task, which releases the slot.
+    read_slot: Cell<u32>,
     /// A TLS connection's writer task, parked until there is output or an
     /// end.
     writer: WakerSlot,
@@ -126,7 +130,7 @@ impl ConnHandle {
             head_written: Cell::new(0),
             output: Cell::new(Output::Held),
             outbox,
-            read_by_shard: Cell::new(false),
+            read_slot: Cell::new(NOT_READ),
             writer: WakerSlot::default(),
             writer_blocked: WakerSlot::default(),
             session: WakerSlot::default(),
@@ -243,8 +247,8 @@ impl ConnHandle {
             return false;
         }
         self.end.set(Some(reason));
-        if self.read_by_shard.get() {
-            self.outbox.ended(self.id);
+        if self.read_slot.get() != NOT_READ {
+            self.outbox.ended(self.read_slot.get());
         }
         self.session.wake();
         self.writer.wake();
@@ -261,9 +265,9 @@ impl ConnHandle {
         self.end(CloseReason::JoinRefused);
     }
 
-    /// The shard's reader reads it from now on.
-    pub(crate) fn set_read_by_shard(&self) {
-        self.read_by_shard.set(true);
+    /// The shard's reader reads it from now on, from `slot`.
+    pub(crate) fn set_read_slot(&self, slot: u32) {
+        self.read_slot.set(slot);
     }
 
     /// Remembers the socket, so a stopping shard can cut it.

@@ -16,9 +16,9 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub struct Outbox {
     marked: RefCell<Vec<ConnId>>,
-    /// Connections the shard's reader read that ended since: the flush
-    /// task releases them (`Reader::release`). Each ends once.
-    ended: RefCell<Vec<ConnId>>,
+    /// The reader's slots of connections that ended since: the flush task
+    /// releases them (`Reader::release`). Each ends once.
+    ended: RefCell<Vec<u32>>,
     /// The shard's flush task, parked until a connection is marked or
     /// ended.
     flusher: WakerSlot,
@@ -30,15 +30,15 @@ impl Outbox {
         self.flusher.wake();
     }
 
-    pub fn ended(&self, conn: ConnId) {
-        self.ended.borrow_mut().push(conn);
+    pub fn ended(&self, read_slot: u32) {
+        self.ended.borrow_mut().push(read_slot);
         self.flusher.wake();
     }
 
     /// Waits until a connection is marked or ended, then swaps the marked
     /// list with `round` and the ended one with `ended` (both empty; their
     /// allocations are reused).
-    pub async fn next_round(&self, round: &mut Vec<ConnId>, ended: &mut Vec<ConnId>) {
+    pub async fn next_round(&self, round: &mut Vec<ConnId>, ended: &mut Vec<u32>) {
         self.flusher
             .until(|| {
                 let idle = self.marked.borrow().is_empty() && self.ended.borrow().is_empty();

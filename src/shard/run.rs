@@ -260,8 +260,8 @@ async fn flush_loop(shard: Rc<Shard>) {
                 crate::conn::flush_marked(&shard, &conn);
             }
         }
-        for id in ended.drain(..) {
-            shard.reader().release(&shard, id);
+        for slot in ended.drain(..) {
+            shard.reader().release(&shard, slot);
         }
         // A crowd's round leaves a large list behind: not kept once
         // rounds are small again.
