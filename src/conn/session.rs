@@ -166,31 +166,32 @@ enum Closing {
 /// (bounded) for the client to close too, and forget the connection (before
 /// its socket is closed, so a stopping shard never cuts a reused fd).
 async fn close(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, closing: Closing, reason: CloseReason) {
+    let lingers = reason != CloseReason::PeerGone;
     match closing {
         Closing::Plain(socket) => {
-            writer::finish_plain(shard, conn, socket.as_raw_fd(), reason).await;
-            linger(shard, reason, drain_socket(shard, socket.as_raw_fd())).await;
+            let fd = socket.as_raw_fd();
+            let linger = lingers.then(|| drain_socket(shard, fd));
+            writer::finish_plain(shard, conn, fd, reason, linger).await;
             shard.close_conn(conn, reason);
         }
         Closing::Tls(stream, writer) => {
             writer.await;
-            linger(shard, reason, drain_until_eof(shard, &stream)).await;
+            if lingers {
+                linger(shard, drain_until_eof(shard, &stream)).await;
+            }
             shard.close_conn(conn, reason);
         }
     }
 }
 
-/// Unless the client is already gone: reads until it closes too, for at
-/// most the close timeout.
-async fn linger(shard: &Shard, reason: CloseReason, drain: impl Future<Output = ()>) {
-    if reason != CloseReason::PeerGone {
-        let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
-        let _ = glommio::timer::timeout(close_timeout, async {
-            drain.await;
-            Ok(())
-        })
-        .await;
-    }
+/// Reads until the client closes too, for at most the close timeout.
+async fn linger(shard: &Shard, drain: impl Future<Output = ()>) {
+    let close_timeout = Duration::from_millis(shard.config().close_timeout_ms);
+    let _ = glommio::timer::timeout(close_timeout, async {
+        drain.await;
+        Ok(())
+    })
+    .await;
 }
 
 /// Reads and handles a TLS connection's frames until it ends; returns why.

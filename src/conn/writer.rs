@@ -27,6 +27,7 @@ use crate::ws::frame::close_frame;
 use futures_lite::future;
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -81,12 +82,17 @@ fn write_failed(conn: &ConnHandle, e: io::Error) {
 }
 
 /// The closing session's part for a plain connection: once nothing else
-/// sends, what must still go out, the close frame and FIN (see `finish`).
+/// sends, what must still go out, the close frame and FIN, within the close
+/// timeout. Then `linger` (the wait for the client's own close, if any)
+/// runs for at most the close timeout again, and whatever did not fit
+/// into a full socket keeps going out beside it: a client that reads late
+/// still gets its close frame, not a frame cut off by FIN.
 pub async fn finish_plain(
     shard: &Rc<Shard>,
     conn: &Rc<ConnHandle>,
     fd: RawFd,
     reason: CloseReason,
+    linger: Option<impl Future<Output = ()>>,
 ) {
     conn.hold_output().await;
     let mut w = Writer {
@@ -94,7 +100,27 @@ pub async fn finish_plain(
         out: Out::Plain(fd),
         shard: shard.clone(),
     };
-    w.finish(reason).await;
+    w.queue_close(reason);
+    let sent = glommio::timer::timeout(w.close_timeout(), async {
+        w.send_rest().await;
+        Ok(())
+    })
+    .await
+    .is_ok();
+    let close_timeout = w.close_timeout();
+    if let Some(linger) = linger {
+        let rest = async {
+            if !sent {
+                w.send_rest().await;
+            }
+        };
+        let _ = glommio::timer::timeout(close_timeout, async {
+            future::zip(rest, linger).await;
+            Ok(())
+        })
+        .await;
+    }
+    w.shutdown();
 }
 
 /// Where a connection's bytes go.
@@ -229,44 +255,59 @@ impl Writer {
     }
 
     /// Writes what must still go out, then the close frame, then FIN; all
-    /// within the close timeout, after which the socket is simply dropped.
+    /// within the close timeout, after which FIN goes anyway.
     async fn finish(&mut self, reason: CloseReason) {
+        self.queue_close(reason);
+        let _ = glommio::timer::timeout(self.close_timeout(), async {
+            self.send_rest().await;
+            Ok(())
+        })
+        .await;
+        self.shutdown();
+    }
+
+    /// Drops what an end does not flush (keeping a partly written head
+    /// frame, so the stream stays well-formed) and queues the close frame.
+    fn queue_close(&self, reason: CloseReason) {
         if !reason.flushes_queue() {
-            // Keep a partly written head frame so the stream stays
-            // well-formed for the close frame that follows.
             let dropped = self.conn.discard_queue();
             self.shard.note_discarded(dropped);
         }
         if let Some((code, text)) = reason.close_frame() {
             self.conn.deliver_final(close_frame(code, text));
         }
-        let deadline = Duration::from_millis(self.shard.config().close_timeout_ms);
-        let drain = async {
-            while !self.conn.queue().borrow().is_empty() {
-                if self.flush_once().await.is_err() {
-                    return;
-                }
+    }
+
+    fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.shard.config().close_timeout_ms)
+    }
+
+    /// Sends the queue to its end (over TLS, close_notify after it), then
+    /// FIN; gives up on a write error.
+    async fn send_rest(&mut self) {
+        while !self.conn.queue().borrow().is_empty() {
+            if self.flush_once().await.is_err() {
+                return;
             }
-            // Over TLS: close_notify after the close frame.
-            if let Out::Tls(stream) = &self.out {
-                stream.borrow_mut().queue_close_notify();
-                let _ = poll_fn(|cx| match &mut *stream.borrow_mut() {
-                    Stream::Tls(tls) => tls.poll_send_sealed(cx),
-                    Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
-                })
-                .await;
-            }
-        };
-        let _ = glommio::timer::timeout(deadline, async {
-            drain.await;
-            Ok(())
-        })
-        .await;
-        // SAFETY: shutting down the write side of a socket we own.
+        }
+        if let Out::Tls(stream) = &self.out {
+            stream.borrow_mut().queue_close_notify();
+            let _ = poll_fn(|cx| match &mut *stream.borrow_mut() {
+                Stream::Tls(tls) => tls.poll_send_sealed(cx),
+                Stream::Plain(_) => std::task::Poll::Ready(Ok(())),
+            })
+            .await;
+        }
+        self.shutdown();
+    }
+
+    /// FIN: shuts down the write side of the socket (again is harmless).
+    fn shutdown(&self) {
         let fd = match &self.out {
             Out::Plain(fd) => *fd,
             Out::Tls(stream) => stream.borrow().as_raw_fd(),
         };
+        // SAFETY: shutting down the write side of a socket we own.
         unsafe {
             libc::shutdown(fd, libc::SHUT_WR);
         }
