@@ -9,6 +9,7 @@ use super::Shard;
 use crate::error::CloseReason;
 use crate::id::ShardId;
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// The shard's side of its shutdown (`run.rs` drives it): drain, tell the
@@ -51,6 +52,23 @@ impl Shard {
     /// Resolves once `stop` was called.
     pub async fn stopped(&self) {
         self.life.stopped().await
+    }
+}
+
+/// An accepted socket being served; see `Shard::track_socket`.
+pub struct SocketGuard(Rc<Shard>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.life.socket_closed();
+    }
+}
+
+impl Shard {
+    /// Counts an accepted socket until the returned guard drops.
+    pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
+        self.life.socket_opened();
+        SocketGuard(self.clone())
     }
 }
 

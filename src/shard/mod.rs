@@ -8,6 +8,7 @@
 //! | `Admission` | `admission.rs` | per-IP buckets, bans, the namespaces in force |
 //! | `Links` | `links.rs` | one bounded forward link per peer shard, congestion |
 //! | `Lifecycle` | `lifecycle.rs` | clocks, sockets being served, and the shutdown: drain, tell the peers, stop |
+//! | `ShardTls` | `tls.rs` | the shared TLS configuration, this shard's handshakes in progress |
 //!
 //! and the glue in this file: `send` (this shard's queue, or a forward)
 //! and `dispatch` (the one loop that handles this shard's messages). The
@@ -30,6 +31,8 @@ pub mod message;
 pub mod owner;
 mod run;
 mod stop;
+mod tls;
+use tls::ShardTls;
 pub(crate) mod sweep;
 
 use crate::access::Namespaces;
@@ -58,17 +61,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
+pub use lifecycle::SocketGuard;
 pub use links::Congestion;
 pub use run::{run, ShardWiring, CONTROL_RELOAD, CONTROL_SHUTDOWN};
-
-/// An accepted socket being served; see `Shard::track_socket`.
-pub struct SocketGuard(Rc<Shard>);
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        self.0.life.socket_closed();
-    }
-}
 
 pub struct Shard {
     /// Where this shard is; who owns what.
@@ -103,14 +98,6 @@ pub struct Shard {
     tls: Option<ShardTls>,
 }
 
-/// A shard's side of TLS: the configuration every shard shares (so a
-/// session ticket sealed here opens on any shard) and this shard's
-/// handshakes in progress.
-pub struct ShardTls {
-    server_config: Arc<rustls::ServerConfig>,
-    handshakes_in_progress: Cell<usize>,
-}
-
 impl Shard {
     pub fn new(
         id: ShardId,
@@ -142,53 +129,6 @@ impl Shard {
             inflater: RefCell::default(),
             cluster: None,
             tls: None,
-        }
-    }
-
-    /// Makes the main listener speak TLS with `server_config`.
-    pub fn with_tls(mut self, server_config: Arc<rustls::ServerConfig>) -> Shard {
-        self.tls = Some(ShardTls {
-            server_config,
-            handshakes_in_progress: Cell::new(0),
-        });
-        self
-    }
-
-    /// The TLS configuration, when the main listener speaks TLS.
-    pub fn tls_config(&self) -> Option<&Arc<rustls::ServerConfig>> {
-        self.tls.as_ref().map(|t| &t.server_config)
-    }
-
-    /// At accept, before any TLS work: whether a handshake from `ip` may
-    /// start (not draining, not banned, its upgrade bucket not empty, and
-    /// this shard under `TLS_HANDSHAKES_IN_PROGRESS_MAX`). Counts it as in
-    /// progress if so; `handshake_ended` must follow.
-    pub fn admit_handshake(&self, ip: IpKey) -> bool {
-        let Some(tls) = &self.tls else { return false };
-        let in_progress = tls.handshakes_in_progress.get();
-        let admitted = !self.draining()
-            && in_progress < crate::limits::TLS_HANDSHAKES_IN_PROGRESS_MAX
-            && self.admission.would_admit_upgrade(ip, self.now_ns());
-        if admitted {
-            tls.handshakes_in_progress.set(in_progress + 1);
-            self.counters().tls_handshakes_in_progress.incr();
-        } else {
-            self.counters().tls_handshakes_refused.incr();
-        }
-        admitted
-    }
-
-    /// A handshake `admit_handshake` let in is over, done or failed.
-    pub fn handshake_ended(&self, done: bool) {
-        if let Some(tls) = &self.tls {
-            tls.handshakes_in_progress
-                .set(tls.handshakes_in_progress.get() - 1);
-            let c = self.counters();
-            c.tls_handshakes_in_progress.sub(1);
-            match done {
-                true => c.tls_handshakes.incr(),
-                false => c.tls_handshake_failures.incr(),
-            }
         }
     }
 
@@ -656,11 +596,5 @@ impl Shard {
     /// Counts a slow consumer's dropped backlog (see `sweep`).
     pub fn note_discarded(&self, bytes: usize) {
         self.life.note_discarded(bytes);
-    }
-
-    /// Counts an accepted socket until the returned guard drops.
-    pub fn track_socket(self: &Rc<Self>) -> SocketGuard {
-        self.life.socket_opened();
-        SocketGuard(self.clone())
     }
 }
