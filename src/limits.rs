@@ -49,6 +49,11 @@ pub const fn forward_backlog_floor(queue_slots: usize) -> usize {
 /// read once) before it lets the round's flush and other tasks run.
 pub const READY_EVENTS_MAX: usize = 256;
 
+/// Rounds the shard's reader may poll its sockets directly (busy: each
+/// round found some ready) before it waits through the runtime once, which
+/// reaps the runtime's own completions (accepts, timers, links' wake-ups).
+pub const DIRECT_ROUNDS_MAX: u32 = 16;
+
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;

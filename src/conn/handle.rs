@@ -15,6 +15,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+/// A frame as a connection's queue holds it. One message's frame is shared
+/// by every member of the shard it goes to under a plain (non-atomic) count:
+/// fanning it out to N members costs N increments, not N atomic ones on the
+/// `Bytes` (whose count is the one that crosses shards).
+pub type QueuedFrame = Rc<Bytes>;
+
 /// Frame slots a new connection's queue starts with (32 bytes each): its
 /// `101` and join event, and room for a first burst.
 const QUEUE_SLOTS_NEW: usize = 8;
@@ -65,7 +71,7 @@ pub struct ConnHandle {
     /// Whether the client receives its own broadcasts.
     echo: bool,
     /// Frames (and, before the upgrade, the HTTP response) not yet written.
-    queue: RefCell<VecDeque<Bytes>>,
+    queue: RefCell<VecDeque<QueuedFrame>>,
     /// Bytes in `queue` not yet written (the head frame may be partly sent).
     queued_bytes: Cell<usize>,
     queued_bytes_max: usize,
@@ -161,10 +167,11 @@ impl ConnHandle {
     /// Queues a frame and marks the connection for this round's flush (or
     /// wakes its writer). Never blocks and never waits.
     #[inline]
-    pub fn deliver(&self, frame: Bytes) -> Delivery {
+    pub fn deliver(&self, frame: impl Into<QueuedFrame>) -> Delivery {
         if self.end.get().is_some() {
             return Delivery::Ending;
         }
+        let frame = frame.into();
         let queued = self.queued_bytes.get() + frame.len();
         if queued > self.queued_bytes_max {
             self.end(CloseReason::SlowConsumer);
@@ -236,6 +243,7 @@ impl ConnHandle {
     /// Queues the last frame (the close frame) even though the connection
     /// is ending. For the writer only.
     pub(crate) fn deliver_final(&self, frame: Bytes) {
+        let frame = QueuedFrame::new(frame);
         self.queued_bytes.set(self.queued_bytes.get() + frame.len());
         self.queue.borrow_mut().push_back(frame);
     }
@@ -396,7 +404,7 @@ impl ConnHandle {
     }
 
     /// The queue, for the writer only.
-    pub(crate) fn queue(&self) -> &RefCell<VecDeque<Bytes>> {
+    pub(crate) fn queue(&self) -> &RefCell<VecDeque<QueuedFrame>> {
         &self.queue
     }
 

@@ -20,7 +20,7 @@ use super::handle::ConnHandle;
 use super::inbound::Inbound;
 use super::session::close_read;
 use crate::error::CloseReason;
-use crate::limits::READY_EVENTS_MAX;
+use crate::limits::{DIRECT_ROUNDS_MAX, READY_EVENTS_MAX};
 use crate::shard::{Shard, SocketGuard};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
@@ -237,29 +237,37 @@ pub async fn run(shard: Rc<Shard>) {
     let reader = shard.reader();
     let epoll = reader.epoll.as_raw_fd();
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; READY_EVENTS_MAX];
+    let mut direct_rounds = 0;
     loop {
         // Backpressure: read no more while a forward queue is congested.
         shard.forward_room().await;
-        if let Err(e) = glommio::net::wait_readable(epoll).await {
-            tracing::warn!(error = %e, "waiting for readable sockets failed");
-            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
+        // While busy, the sockets are polled again after each round (one
+        // `epoll_wait`, no runtime turn); the runtime's wait (an io_uring
+        // poll armed, reaped and woken) once nothing was ready, or after
+        // `DIRECT_ROUNDS_MAX` rounds, so its own completions (accepts,
+        // timers, the links) are reaped no later than that.
+        let mut n = 0;
+        if direct_rounds < DIRECT_ROUNDS_MAX {
+            n = wait(epoll, &mut ready);
+            direct_rounds += 1;
         }
-        loop {
-            let n = wait(epoll, &mut ready);
-            for event in &ready[..n] {
-                if !shard.has_forward_room() {
-                    break; // level-triggered: the rest come back next turn
-                }
-                reader.read_ready(&shard, event.u64 as u32);
+        if n == 0 {
+            direct_rounds = 0;
+            if let Err(e) = glommio::net::wait_readable(epoll).await {
+                tracing::warn!(error = %e, "waiting for readable sockets failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
             }
-            if n < ready.len() || !shard.has_forward_room() {
-                break;
-            }
-            // More are ready than one turn takes: let this round's flush
-            // and the other tasks run first.
-            futures_lite::future::yield_now().await;
+            n = wait(epoll, &mut ready);
         }
+        for event in &ready[..n] {
+            if !shard.has_forward_room() {
+                break; // level-triggered: the rest come back next turn
+            }
+            reader.read_ready(&shard, event.u64 as u32);
+        }
+        // Let this round's flush and the other tasks run first.
+        futures_lite::future::yield_now().await;
     }
 }
 
@@ -273,8 +281,20 @@ fn wait(epoll: RawFd, ready: &mut [libc::epoll_event]) -> usize {
 /// One `recv` without waiting: `Err(None)` if nothing was there, `Err(Some)`
 /// if the peer is gone.
 pub(super) fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, Option<CloseReason>> {
+    // A raw `recvfrom`: libc's `recv` is a cancellation point, two more
+    // calls per read, and no thread here is ever cancelled.
     // SAFETY: `buf` is valid for `len` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd as libc::c_long,
+            buf.as_mut_ptr(),
+            buf.len(),
+            libc::MSG_DONTWAIT as libc::c_long,
+            0usize,
+            0usize,
+        )
+    };
     match n {
         0 => Err(Some(CloseReason::PeerGone)),
         n if n > 0 => Ok(n as usize),

@@ -5,7 +5,7 @@
 //! from another shard; never waits.
 
 use super::message::Frames;
-use crate::conn::handle::{ConnHandle, Delivery};
+use crate::conn::handle::{ConnHandle, Delivery, QueuedFrame};
 use crate::conn::outbox::Outbox;
 use crate::id::{ChannelToken, ConnId, UidCipher};
 use crate::router::Router;
@@ -202,8 +202,13 @@ impl Home {
             return 0;
         };
         let mut delivered = 0;
+        let plain = QueuedFrame::new(frames.plain.clone());
+        let deflated = frames.deflated.clone().map(QueuedFrame::new);
         for conn in list {
-            let frame = frames.for_member(conn.deflate_window().is_some());
+            let frame = match (&deflated, conn.deflate_window().is_some()) {
+                (Some(deflated), true) => deflated,
+                _ => &plain,
+            };
             if Some(conn.id()) != except && conn.deliver(frame.clone()) == Delivery::Queued {
                 delivered += 1;
             }

@@ -85,14 +85,6 @@ impl Frames {
         }
     }
 
-    /// The frame for a member that did (or did not) negotiate deflate.
-    pub fn for_member(&self, deflate: bool) -> &Bytes {
-        match (&self.deflated, deflate) {
-            (Some(deflated), true) => deflated,
-            _ => &self.plain,
-        }
-    }
-
     /// The frame for one member, moved out.
     pub fn into_member(self, deflate: bool) -> Bytes {
         match (self.deflated, deflate) {
