@@ -1,6 +1,7 @@
-//! JSON validation of client payloads with simd-json. The payload is then
-//! embedded in the envelope exactly as sent: never re-serialized. Runs on
-//! the connection's home shard; one validator per shard, reused.
+//! JSON validation of client payloads: a plain one-pass check for short
+//! ones (most chat messages), simd-json for longer ones. The payload is
+//! then embedded in the envelope exactly as sent: never re-serialized.
+//! Runs on the connection's home shard; one validator per shard, reused.
 
 /// Validates payloads without allocating per message: simd-json parses in
 /// place, so the payload is copied into a reused scratch buffer first.
@@ -22,6 +23,9 @@ impl JsonValidator {
     /// Whether `payload` is exactly one JSON value (whitespace around it is
     /// allowed, as `JSON.parse` allows it).
     pub fn is_valid(&mut self, payload: &[u8]) -> bool {
+        if payload.len() <= SHORT_PAYLOAD {
+            return std::str::from_utf8(payload).is_ok_and(|text| scan(text.as_bytes()));
+        }
         if simd_json_misreads(payload) {
             return strictly_valid(payload);
         }
@@ -37,8 +41,194 @@ impl JsonValidator {
     }
 }
 
+/// Payloads up to this many bytes are checked by `scan`, one plain pass,
+/// rather than by simd-json, whose set-up (copy, index, tape) costs more
+/// than the whole check of a chat-sized payload. Also the bound on `scan`'s
+/// nesting: each level opens with a byte of its own.
+const SHORT_PAYLOAD: usize = 256;
+
+/// Whether `p` (UTF-8, at most `SHORT_PAYLOAD` bytes) is exactly one JSON
+/// value with only whitespace around it: RFC 8259's grammar, as serde_json
+/// and `JSON.parse` read it (any `\u` escape, lone surrogates included;
+/// numbers of any length).
+fn scan(p: &[u8]) -> bool {
+    debug_assert!(p.len() <= SHORT_PAYLOAD);
+    // Open containers, innermost last: true for an object.
+    let mut open = [false; SHORT_PAYLOAD];
+    let mut depth = 0;
+    let mut i = ws(p, 0);
+    loop {
+        // A value starts at `i`.
+        i = match p.get(i) {
+            Some(b'{') => {
+                i = ws(p, i + 1);
+                if p.get(i) == Some(&b'}') {
+                    i + 1
+                } else {
+                    open[depth] = true;
+                    depth += 1;
+                    match key(p, i) {
+                        Some(next) => {
+                            i = next;
+                            continue;
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            Some(b'[') => {
+                i = ws(p, i + 1);
+                if p.get(i) == Some(&b']') {
+                    i + 1
+                } else {
+                    open[depth] = false;
+                    depth += 1;
+                    continue;
+                }
+            }
+            Some(b'"') => match string(p, i) {
+                Some(end) => end,
+                None => return false,
+            },
+            Some(b't') if p[i..].starts_with(b"true") => i + 4,
+            Some(b'f') if p[i..].starts_with(b"false") => i + 5,
+            Some(b'n') if p[i..].starts_with(b"null") => i + 4,
+            Some(b'-' | b'0'..=b'9') => match number(p, i) {
+                Some(end) => end,
+                None => return false,
+            },
+            _ => return false,
+        };
+        // After a value: close what ends here, then the next value.
+        loop {
+            i = ws(p, i);
+            if depth == 0 {
+                return i == p.len();
+            }
+            let in_object = open[depth - 1];
+            match p.get(i) {
+                Some(b',') if in_object => match key(p, ws(p, i + 1)) {
+                    Some(next) => {
+                        i = next;
+                        break;
+                    }
+                    None => return false,
+                },
+                Some(b',') => {
+                    i = ws(p, i + 1);
+                    break;
+                }
+                Some(b'}') if in_object => {
+                    depth -= 1;
+                    i += 1;
+                }
+                Some(b']') if !in_object => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Past JSON whitespace from `i`.
+fn ws(p: &[u8], mut i: usize) -> usize {
+    while matches!(p.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// An object's key and its colon at `i`: where its value starts.
+fn key(p: &[u8], i: usize) -> Option<usize> {
+    let i = ws(p, string(p, i)?);
+    (p.get(i) == Some(&b':')).then(|| ws(p, i + 1))
+}
+
+/// From `i` in a string, the index of the next quote, backslash or control
+/// byte (or the end): eight bytes at a time, in a word.
+fn plain_run_end(p: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The high bit of each byte that is zero in `x`. Exact up to the first
+    // such byte, which is all that is read of it.
+    let zeros = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = p.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let controls = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let stops = controls | zeros(w ^ (ONES * b'"' as u64)) | zeros(w ^ (ONES * b'\\' as u64));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while p
+        .get(i)
+        .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+    {
+        i += 1;
+    }
+    i
+}
+
+/// A string at `i`: the index past its closing quote.
+fn string(p: &[u8], mut i: usize) -> Option<usize> {
+    if p.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = plain_run_end(p, i);
+        match *p.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match *p.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' if p.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                _ => return None,
+            },
+            _ => return None, // a control byte
+        }
+    }
+}
+
+/// A number at `i`: the index past it.
+fn number(p: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |i: usize| i + p[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if p.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match p.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i),
+        _ => return None,
+    };
+    if p.get(i) == Some(&b'.') {
+        let end = digits(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if matches!(p.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(p.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
+}
+
+/// serde_json's answer, and UTF-8: JSON is UTF-8 (RFC 8259 section 8.1),
+/// and serde_json skips a string it ignores without checking its bytes.
 fn strictly_valid(payload: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+    std::str::from_utf8(payload).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
 }
 
 /// Whether `payload` has what simd-json (0.15) accepts wrongly, as the
@@ -168,6 +358,72 @@ mod tests {
                 "{offset}"
             );
             assert!(v.is_valid(format!("[{pad}{long}]").as_bytes()), "{offset}");
+        }
+    }
+
+    /// The short path against serde_json (JSON.parse's grammar) on payloads
+    /// made of JSON's own pieces, so most are near misses: a fixed seed,
+    /// the same cases every run. The `classify` fuzz target does the same
+    /// on arbitrary bytes.
+    #[test]
+    fn the_short_path_agrees_with_serde_json() {
+        const PIECES: &[&str] = &[
+            "{", "}", "[", "]", ",", ":", " ", "\n", "\"", "\"a\"", "\\", "\\u00e9", "\\ud800",
+            "\\x", "\\n", "0", "1", "-", "+", ".", "e", "E", "12", "00", "true", "fals", "false",
+            "null", "nul", "x", "\u{1}", "\u{1F}", "\u{7F}", "\u{e9}", "\t", "\r", "\u{0}",
+        ];
+        let mut v = JsonValidator::default();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut valid, cases) = (0, 100_000);
+        for _ in 0..cases {
+            let len = 1 + next() % 12;
+            let text: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let expected = strictly_valid(text.as_bytes());
+            assert_eq!(scan(text.as_bytes()), expected, "{text:?}");
+            assert_eq!(v.is_valid(text.as_bytes()), expected, "{text:?}");
+            valid += expected as u32;
+        }
+        assert!(valid > 1_000, "too few valid cases to mean much: {valid}");
+    }
+
+    /// A string's plain runs are skipped eight bytes at a time: a stop
+    /// byte is found at every offset in the word, after any byte.
+    #[test]
+    fn every_stop_in_a_string_is_found_wherever_it_falls() {
+        for offset in 0..24 {
+            for stop in [
+                "\"", "\\\"", "\\n", "\\u00e9", "\\q", "\u{1}", "\u{1F}", "\n",
+            ] {
+                for before in ["a", "\u{e9}", "\u{7F}", "\u{21}", "\u{5B}"] {
+                    let text = format!("[\"{}{stop}x\"]", before.repeat(offset));
+                    let expected = strictly_valid(text.as_bytes());
+                    assert_eq!(scan(text.as_bytes()), expected, "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_short_path_ends_where_the_long_one_starts() {
+        let mut v = JsonValidator::default();
+        for len in SHORT_PAYLOAD - 3..SHORT_PAYLOAD + 3 {
+            let ok = format!("\"{}\"", "a".repeat(len - 2));
+            assert!(v.is_valid(ok.as_bytes()), "{len}");
+            let bad = format!("\"{}", "a".repeat(len - 1));
+            assert!(!v.is_valid(bad.as_bytes()), "{len}");
+        }
+        for not_utf8 in [&b"\"\xff\""[..], b"[\"\xc3\"]"] {
+            assert!(!v.is_valid(not_utf8), "short: not UTF-8");
+            let long = [not_utf8, &b" ".repeat(SHORT_PAYLOAD)].concat();
+            assert!(!v.is_valid(&long), "long: not UTF-8");
         }
     }
 

@@ -196,6 +196,31 @@ crate::over_tls_too! {
         assert_eq!((status, body.as_str()), (200, "ok\n"));
     }
 
+    /// JSON is UTF-8 (RFC 8259 section 8.1): a body that is JSON in shape
+    /// but not UTF-8 inside a string would reach members as a text frame
+    /// their client must reject (1007), so it is refused here. A member on
+    /// the channel gets the good push after it, and nothing before.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_with_400() {
+        let relay = push_relay();
+        let mut member = relay.join("/c/hooks:bytes");
+        for body in [&b"\"\xff\""[..], b"[\"\xc3\"]", b"{\"a\":\"\xed\xa0\x80\"}"] {
+            let mut stream = Conn::connect(relay.addr);
+            let head = format!(
+                "POST /push/hooks:bytes HTTP/1.1\r\nHost: t\r\nx-send-key: hook-key\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            let (status, _, text) = read_response(&mut stream);
+            assert_eq!(status, 400, "{body:?}: {text}");
+            assert_eq!(json(&text)["ok"], false, "{text}");
+        }
+        let (status, _, _) = relay.push("hooks:bytes", Some("hook-key"), r#""\u00ff""#);
+        assert_eq!(status, 200);
+        assert_eq!(member.recv_message()["message"], "\u{ff}");
+    }
+
     #[test]
     fn a_chunked_body_over_the_limit_is_refused_with_413() {
         let relay = push_relay();
