@@ -131,6 +131,7 @@ impl Reader {
     ) {
         // SAFETY: the stream gave the descriptor up to us.
         let socket = unsafe { OwnedFd::from_raw_fd(tcp.into_raw_fd()) };
+        let fd = socket.as_raw_fd();
         let reading = Reading {
             conn: conn.clone(),
             socket,
@@ -138,8 +139,6 @@ impl Reader {
             tracked,
         };
         let slot = self.table.borrow_mut().insert(reading);
-        let mut table = self.table.borrow_mut();
-        let socket = &table.get_mut(slot).expect("just inserted").socket;
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
             u64: slot as u64,
@@ -149,14 +148,13 @@ impl Reader {
             libc::epoll_ctl(
                 self.epoll.as_raw_fd(),
                 libc::EPOLL_CTL_ADD,
-                socket.as_raw_fd(),
+                fd,
                 &mut event,
             )
         };
         if added < 0 {
             tracing::warn!(error = %io::Error::last_os_error(), "epoll_ctl add failed");
-            let r = table.remove(slot).expect("just inserted");
-            drop(table);
+            let r = self.table.borrow_mut().remove(slot).expect("just inserted");
             conn.end(CloseReason::PeerGone);
             return close_read(shard, conn, r.socket, r.tracked);
         }
