@@ -144,14 +144,8 @@ impl Reader {
             u64: slot as u64,
         };
         // SAFETY: both descriptors are open; `event` outlives the call.
-        let added = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd,
-                &mut event,
-            )
-        };
+        let added =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if added < 0 {
             tracing::warn!(error = %io::Error::last_os_error(), "epoll_ctl add failed");
             let r = self.table.borrow_mut().remove(slot).expect("just inserted");

@@ -314,8 +314,8 @@ impl Writer {
     }
 }
 
-/// One `sendmsg` of up to `WRITE_BATCH_FRAMES` queued frames on `fd`,
-/// without waiting.
+/// One `sendmsg` of up to `WRITE_BATCH_FRAMES` queued frames on `fd`
+/// (`sendto` when one is queued), without waiting.
 fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize> {
     let queue = conn.queue().borrow();
     let mut iov = [libc::iovec {
