@@ -53,81 +53,65 @@ const SHORT_PAYLOAD: usize = 256;
 /// numbers of any length).
 fn scan(p: &[u8]) -> bool {
     debug_assert!(p.len() <= SHORT_PAYLOAD);
+    scan_value(p).is_some()
+}
+
+/// `scan`, with `None` for "not JSON".
+fn scan_value(p: &[u8]) -> Option<()> {
     // Open containers, innermost last: true for an object.
     let mut open = [false; SHORT_PAYLOAD];
     let mut depth = 0;
     let mut i = ws(p, 0);
     loop {
         // A value starts at `i`.
-        i = match p.get(i) {
-            Some(b'{') => {
+        i = match *p.get(i)? {
+            b'{' => {
                 i = ws(p, i + 1);
-                if p.get(i) == Some(&b'}') {
-                    i + 1
-                } else {
+                if p.get(i) != Some(&b'}') {
                     open[depth] = true;
                     depth += 1;
-                    match key(p, i) {
-                        Some(next) => {
-                            i = next;
-                            continue;
-                        }
-                        None => return false,
-                    }
+                    i = key(p, i)?;
+                    continue;
                 }
+                i + 1
             }
-            Some(b'[') => {
+            b'[' => {
                 i = ws(p, i + 1);
-                if p.get(i) == Some(&b']') {
-                    i + 1
-                } else {
+                if p.get(i) != Some(&b']') {
                     open[depth] = false;
                     depth += 1;
                     continue;
                 }
+                i + 1
             }
-            Some(b'"') => match string(p, i) {
-                Some(end) => end,
-                None => return false,
-            },
-            Some(b't') if p[i..].starts_with(b"true") => i + 4,
-            Some(b'f') if p[i..].starts_with(b"false") => i + 5,
-            Some(b'n') if p[i..].starts_with(b"null") => i + 4,
-            Some(b'-' | b'0'..=b'9') => match number(p, i) {
-                Some(end) => end,
-                None => return false,
-            },
-            _ => return false,
+            b'"' => string(p, i)?,
+            b't' if p[i..].starts_with(b"true") => i + 4,
+            b'f' if p[i..].starts_with(b"false") => i + 5,
+            b'n' if p[i..].starts_with(b"null") => i + 4,
+            b'-' | b'0'..=b'9' => number(p, i)?,
+            _ => return None,
         };
         // After a value: close what ends here, then the next value.
         loop {
             i = ws(p, i);
             if depth == 0 {
-                return i == p.len();
+                return (i == p.len()).then_some(());
             }
             let in_object = open[depth - 1];
-            match p.get(i) {
-                Some(b',') if in_object => match key(p, ws(p, i + 1)) {
-                    Some(next) => {
-                        i = next;
-                        break;
-                    }
-                    None => return false,
-                },
-                Some(b',') => {
+            match *p.get(i)? {
+                b',' if in_object => {
+                    i = key(p, ws(p, i + 1))?;
+                    break;
+                }
+                b',' => {
                     i = ws(p, i + 1);
                     break;
                 }
-                Some(b'}') if in_object => {
-                    depth -= 1;
-                    i += 1;
-                }
-                Some(b']') if !in_object => {
-                    depth -= 1;
-                    i += 1;
-                }
-                _ => return false,
+                b'}' if in_object => depth -= 1,
+                b']' if !in_object => depth -= 1,
+                _ => return None,
             }
+            i += 1;
         }
     }
 }
