@@ -73,6 +73,9 @@ fn status_json_has_every_counter_of_metrics_per_shard() {
     assert_eq!(relay.push("pagesns:x", Some("sk"), "{}").0, 200);
     assert_eq!(relay.push("pagesns:x", None, "{}").0, 401);
     b.close_and_wait();
+    // b's leave reaches a after b's socket is gone (the owner announces
+    // it): taken here, so no delivery lands between the two reads below.
+    a.recv_event("leave");
     relay.wait_until(EVENT_TIMEOUT, "b's close counted", |r| {
         r.metric_sum("itty_connections_open") == 1
     });
