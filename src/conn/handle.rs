@@ -21,7 +21,7 @@ use std::rc::Rc;
 /// `Bytes` (whose count is the one that crosses shards).
 pub type QueuedFrame = Rc<Bytes>;
 
-/// Frame slots a new connection's queue starts with (32 bytes each): its
+/// Frame slots a new connection's queue starts with (8 bytes each): its
 /// `101` and join event, and room for a first burst.
 const QUEUE_SLOTS_NEW: usize = 8;
 
@@ -452,7 +452,7 @@ impl ConnHandle {
     /// Frees the (now empty) queue's slots, however many a burst made. Called
     /// by the once-a-second sweep, not on the hot path: a busy connection
     /// reallocates its queue at most once a second, and a silent one holds
-    /// no slots (8 slots were 256 bytes of every idle connection).
+    /// no slots (8 slots would be 64 bytes of every idle connection; 256 when a slot was a whole `Bytes`).
     pub fn shrink_idle_queue(&self) {
         let mut q = self.queue.borrow_mut();
         if q.is_empty() && q.capacity() > 0 {
