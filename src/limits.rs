@@ -19,6 +19,11 @@ pub const ALIAS_BYTES_MAX: usize = crate::http::request::ALIAS_BYTES_MAX;
 /// fan-out reach ~4.8 M deliveries/s; more buys little and costs stack.
 pub const WRITE_BATCH_FRAMES: usize = 64;
 
+/// A send's frames up to this many bytes in all are copied into one buffer
+/// (on the flush's stack) and sent by one `sendto`; more go gathered by
+/// `sendmsg`, uncopied.
+pub const SEND_PACKED_BYTES_MAX: usize = 4096;
+
 /// The shard's shared read buffer: every WebSocket read lands here, so one
 /// `recv` can carry many small frames and no connection keeps a buffer of
 /// its own while idle.

@@ -1,5 +1,5 @@
-//! Sending a connection's queued frames: gathered writes, many frames per
-//! `sendmsg`, and the close frame when the connection ends. Runs on the
+//! Sending a connection's queued frames: many frames per system call
+//! (small ones packed into one buffer, large ones gathered), and the close frame when the connection ends. Runs on the
 //! connection's home shard.
 //!
 //! A plain connection has no task of its own while its socket takes what
@@ -21,7 +21,7 @@
 use super::handle::ConnHandle;
 use super::Stream;
 use crate::error::CloseReason;
-use crate::limits::WRITE_BATCH_FRAMES;
+use crate::limits::{SEND_PACKED_BYTES_MAX, WRITE_BATCH_FRAMES};
 use crate::shard::Shard;
 use crate::ws::frame::close_frame;
 use futures_lite::future;
@@ -314,8 +314,10 @@ impl Writer {
     }
 }
 
-/// One `sendmsg` of up to `WRITE_BATCH_FRAMES` queued frames on `fd`
-/// (`sendto` when one is queued), without waiting.
+/// One system call sends up to `WRITE_BATCH_FRAMES` queued frames on
+/// `fd`, without waiting: `sendto` of one frame, or of several packed into
+/// one buffer up to `SEND_PACKED_BYTES_MAX` bytes; `sendmsg` of a larger
+/// batch, gathered.
 fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize> {
     let queue = conn.queue().borrow();
     let mut iov = [libc::iovec {
@@ -323,6 +325,7 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
         iov_len: 0,
     }; WRITE_BATCH_FRAMES];
     let mut count = 0;
+    let mut total = 0;
     for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
         let bytes = if i == 0 {
             &frame[conn.head_written()..]
@@ -334,21 +337,45 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
             iov_len: bytes.len(),
         };
         count += 1;
+        total += bytes.len();
     }
     if count == 0 {
         return Ok(0);
     }
+    // Small frames are copied into one buffer and go by one `sendto`, as
+    // uWebSockets corks them: the kernel's per-segment cost of a vector
+    // (`import_iovec`, one `copy_from_iter` per frame) is more than the
+    // copy. Larger batches go gathered, without the copy.
+    let mut packed = [std::mem::MaybeUninit::<u8>::uninit(); SEND_PACKED_BYTES_MAX];
+    let (base, len) = if count == 1 {
+        (iov[0].iov_base as *const u8, iov[0].iov_len)
+    } else if total <= SEND_PACKED_BYTES_MAX {
+        let mut at = 0;
+        for v in &iov[..count] {
+            // SAFETY: each iovec is a live slice of the queue; `total`
+            // bytes fit in `packed`, which does not overlap the queue.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    v.iov_base as *const u8,
+                    packed.as_mut_ptr().add(at).cast::<u8>(),
+                    v.iov_len,
+                );
+            }
+            at += v.iov_len;
+        }
+        (packed.as_ptr().cast::<u8>(), total)
+    } else {
+        (std::ptr::null(), 0)
+    };
     // Raw system calls: libc's wrappers are cancellation points, which
     // cost two calls per send around the trap, and no thread here is ever
-    // cancelled. One frame (most sends when messages are spread over many
-    // channels) goes by `sendto`, which spares the kernel the header and
-    // vector copies of `sendmsg`.
+    // cancelled.
     const FLAGS: libc::c_long = (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as libc::c_long;
-    // SAFETY: iov points at `count` live slices borrowed from the queue,
-    // which is not touched until the call returns; a zeroed msghdr is valid.
+    // SAFETY: `base..base+len` is one frame's slice or `packed`, and iov
+    // points at `count` live slices borrowed from the queue, which is not
+    // touched until the call returns; a zeroed msghdr is valid.
     let sent = unsafe {
-        if count == 1 {
-            let (base, len) = (iov[0].iov_base, iov[0].iov_len);
+        if !base.is_null() {
             libc::syscall(
                 libc::SYS_sendto,
                 fd as libc::c_long,
