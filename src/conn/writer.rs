@@ -1,6 +1,6 @@
 //! Sending a connection's queued frames: many frames per system call
-//! (small ones packed into one buffer, large ones gathered), and the close frame when the connection ends. Runs on the
-//! connection's home shard.
+//! (small ones packed into one buffer, large ones gathered), and the close
+//! frame when the connection ends. Runs on the connection's home shard.
 //!
 //! A plain connection has no task of its own while its socket takes what
 //! it is given: the shard's flush task calls `flush_marked` for each
@@ -347,8 +347,8 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
     // (`import_iovec`, one `copy_from_iter` per frame) is more than the
     // copy. Larger batches go gathered, without the copy.
     let mut packed = [std::mem::MaybeUninit::<u8>::uninit(); SEND_PACKED_BYTES_MAX];
-    let (base, len) = if count == 1 {
-        (iov[0].iov_base as *const u8, iov[0].iov_len)
+    let one_buffer = if count == 1 {
+        Some((iov[0].iov_base as *const u8, iov[0].iov_len))
     } else if total <= SEND_PACKED_BYTES_MAX {
         let mut at = 0;
         for v in &iov[..count] {
@@ -363,9 +363,9 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
             }
             at += v.iov_len;
         }
-        (packed.as_ptr().cast::<u8>(), total)
+        Some((packed.as_ptr().cast::<u8>(), total))
     } else {
-        (std::ptr::null(), 0)
+        None
     };
     // Raw system calls: libc's wrappers are cancellation points, which
     // cost two calls per send around the trap, and no thread here is ever
@@ -375,7 +375,7 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
     // points at `count` live slices borrowed from the queue, which is not
     // touched until the call returns; a zeroed msghdr is valid.
     let sent = unsafe {
-        if !base.is_null() {
+        if let Some((base, len)) = one_buffer {
             libc::syscall(
                 libc::SYS_sendto,
                 fd as libc::c_long,
