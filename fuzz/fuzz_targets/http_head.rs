@@ -65,12 +65,12 @@ fn check_pieces(buf: &[u8], limits: &HeadLimits, whole: &Parsed, split: u8) {
 fn check_head(head: &RequestHead, consumed: usize, buf: &[u8], limits: &HeadLimits, split: u8) {
     assert!(consumed <= limits.head_bytes_max && consumed <= buf.len());
     assert!(buf[..consumed].ends_with(b"\n"), "head ends at a line end");
-    assert!(head.headers.len() <= limits.headers_max.min(128));
-    assert!(!head.method.is_empty() && !head.target.is_empty());
+    assert!(head.headers().len() <= limits.headers_max.min(128));
+    assert!(!head.method().is_empty() && !head.target().is_empty());
     assert!(head.version_minor <= 1);
-    for (name, _) in &head.headers {
+    for (name, _) in head.headers() {
         assert!(!name.is_empty());
-        assert_eq!(name, &name.to_ascii_lowercase());
+        assert_eq!(name, name.to_ascii_lowercase());
     }
     for cut in cut_points(split, consumed) {
         assert_eq!(parse_head(&buf[..cut], limits), Ok(None), "cut at {cut}");
@@ -80,7 +80,7 @@ fn check_head(head: &RequestHead, consumed: usize, buf: &[u8], limits: &HeadLimi
         .expect("complete");
     assert_eq!(exact, (head.clone(), consumed));
     // Lookups never panic, and a token found is really in a value.
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         let token = String::from_utf8_lossy(value.split(|&b| b == b',').next().unwrap_or(&[]));
         let token = token.trim_matches([' ', '\t']);
         if !token.is_empty() && !token.contains('\u{FFFD}') {
@@ -90,7 +90,7 @@ fn check_head(head: &RequestHead, consumed: usize, buf: &[u8], limits: &HeadLimi
         let _ = head.header_str(name);
     }
     if head.has_token("connection", "close") {
-        assert!(head.headers.iter().any(|(n, v)| n == "connection"
+        assert!(head.headers().any(|(n, v)| n == "connection"
             && String::from_utf8_lossy(v)
                 .to_ascii_lowercase()
                 .contains("close")));
@@ -100,10 +100,9 @@ fn check_head(head: &RequestHead, consumed: usize, buf: &[u8], limits: &HeadLimi
 
 fn check_framing(head: &RequestHead) {
     let values = |name: &str| -> Vec<Vec<u8>> {
-        head.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+        head.headers()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_vec())
             .collect()
     };
     let lengths = values("content-length");
@@ -156,7 +155,7 @@ fn check_client_ip(head: &RequestHead, selector: u8) {
     }
     // Every address-looking word of the forwarding headers.
     let mut written = Vec::new();
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers() {
         if name == "x-forwarded-for" || name == "x-real-ip" {
             let value = String::from_utf8_lossy(value);
             for word in value.split([',', ' ', '\t', '[', ']']) {

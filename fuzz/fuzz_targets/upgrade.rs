@@ -243,7 +243,7 @@ fn check_route(head: &RequestHead, request: Option<&Request>) {
             accept_key,
         }) => {
             assert_handshake(head, &accept_key);
-            let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+            let (path, query) = head.target().split_once('?').unwrap_or((head.target(), ""));
             let raw = path
                 .strip_prefix("/c/")
                 .or_else(|| path.strip_prefix("/r/"))
@@ -254,15 +254,15 @@ fn check_route(head: &RequestHead, request: Option<&Request>) {
         }
         Ok(Endpoint::Echo { accept_key }) => {
             assert_handshake(head, &accept_key);
-            assert_eq!(head.target.split('?').next(), Some("/__echo"));
+            assert_eq!(head.target().split('?').next(), Some("/__echo"));
         }
         Ok(Endpoint::Push { channel }) => {
-            assert_eq!(head.method, "POST");
-            assert!(head.target.starts_with("/push/"));
+            assert_eq!(head.method(), "POST");
+            assert!(head.target().starts_with("/push/"));
             assert!(!channel.is_empty() && channel.len() <= 256);
         }
         Ok(Endpoint::Version | Endpoint::Health | Endpoint::Metrics | Endpoint::Page(_)) => {
-            assert!(head.method == "GET" || head.method == "HEAD");
+            assert!(head.method() == "GET" || head.method() == "HEAD");
         }
         Err(refusal) => {
             assert!(!built_valid, "refused {}: {request:?}", refusal.body);
@@ -282,9 +282,8 @@ fn check_route(head: &RequestHead, request: Option<&Request>) {
 /// RFC 6455 4.2.1, checked on the raw header list.
 fn assert_handshake(head: &RequestHead, accept_key: &str) {
     let values = |name: &str| -> Vec<String> {
-        head.headers
-            .iter()
-            .filter(|(n, _)| n == name)
+        head.headers()
+            .filter(|(n, _)| *n == name)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .collect()
     };
@@ -298,7 +297,7 @@ fn assert_handshake(head: &RequestHead, accept_key: &str) {
             })
             .any(|t| t == token)
     };
-    assert_eq!(head.method, "GET");
+    assert_eq!(head.method(), "GET");
     assert_eq!(head.version_minor, 1);
     assert!(listed("upgrade", "websocket"));
     assert!(listed("connection", "upgrade"));

@@ -110,10 +110,10 @@ async fn serve_http(
             }
         };
         shard.counters().http_requests.incr();
-        let head_only = head.method == "HEAD";
+        let head_only = head.method() == "HEAD";
         let next = match listener_endpoint(&shard, listener, &head) {
             Err(refusal) => {
-                if refusal.status == 405 && head.target.starts_with("/push/") {
+                if refusal.status == 405 && head.target().starts_with("/push/") {
                     shard
                         .counters()
                         .count_push(PushAnswer::MethodNotAllowed.status());
@@ -268,10 +268,8 @@ fn upgrade(shard: &Shard, head: &RequestHead, accept_key: String) -> session::Up
         Switch::Off => None,
         Switch::On => {
             let offers = head
-                .headers
-                .iter()
-                .filter(|(name, _)| name == "sec-websocket-extensions")
-                .filter_map(|(_, value)| std::str::from_utf8(value).ok());
+                .headers_named("sec-websocket-extensions")
+                .filter_map(|value| std::str::from_utf8(value).ok());
             crate::ws::deflate::negotiate(offers, head.header_str("user-agent"))
         }
     };

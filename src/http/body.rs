@@ -43,17 +43,10 @@ impl BodyError {
 /// The framing the head announces. Both headers at once, or differing
 /// lengths, are refused (the classic request-smuggling ambiguity).
 pub fn framing(head: &RequestHead) -> Result<Framing, BodyError> {
-    let lengths: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let lengths: Vec<&[u8]> = head.headers_named("content-length").collect();
     let codings: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "transfer-encoding")
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .headers_named("transfer-encoding")
+        .flat_map(|v| v.split(|&b| b == b','))
         .map(trim)
         .filter(|c| !c.is_empty())
         .collect();
@@ -309,15 +302,8 @@ mod tests {
     use super::*;
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "POST".into(),
-            target: "/push/x".into(),
-            version_minor: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        }
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        RequestHead::new("POST", "/push/x", 1, &headers)
     }
 
     /// Feeds `wire` in pieces of `step` bytes; returns the body and the

@@ -80,10 +80,8 @@ pub fn client_ip(peer: IpAddr, head: &RequestHead, proxies: &[Cidr]) -> IpAddr {
     }
     // Every X-Forwarded-For header, as one list, read from the right.
     let mut forwarded: Vec<&[u8]> = Vec::new();
-    for (name, value) in &head.headers {
-        if name == "x-forwarded-for" {
-            forwarded.extend(value.split(|&b| b == b','));
-        }
+    for value in head.headers_named("x-forwarded-for") {
+        forwarded.extend(value.split(|&b| b == b','));
     }
     if !forwarded.is_empty() {
         let mut leftmost = None;
@@ -124,15 +122,8 @@ mod tests {
     use super::*;
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            target: "/".into(),
-            version_minor: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        }
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        RequestHead::new("GET", "/", 1, &headers)
     }
 
     fn proxies(list: &str) -> Vec<Cidr> {

@@ -45,21 +45,89 @@ impl HeadError {
     }
 }
 
-/// An owned, parsed request head.
+/// An owned, parsed request head: one copy of its bytes and where each
+/// part lies in them (two allocations, however many headers it has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    /// The method as sent, e.g. `GET` (methods are case-sensitive).
-    pub method: String,
-    /// The raw request target, still percent-encoded, query included.
-    pub target: String,
+    /// The head's bytes, header names lower-cased in place.
+    raw: Box<[u8]>,
+    method: Span,
+    target: Span,
     /// `1` for HTTP/1.1, `0` for HTTP/1.0.
     pub version_minor: u8,
-    /// Header names lower-cased, in the order sent; values as raw bytes
-    /// because HTTP does not promise UTF-8 there.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Each header's name and value, in the order sent.
+    headers: Vec<(Span, Span)>,
+}
+
+/// Where a part of the head lies in `RequestHead::raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `within` (an empty part may point
+    /// anywhere, so it is given as empty at the start).
+    fn of(part: &[u8], within: &[u8]) -> Span {
+        if part.is_empty() {
+            return Span { start: 0, end: 0 };
+        }
+        let start = part.as_ptr() as usize - within.as_ptr() as usize;
+        debug_assert!(start + part.len() <= within.len());
+        Span {
+            start,
+            end: start + part.len(),
+        }
+    }
 }
 
 impl RequestHead {
+    /// A head from its parts, as `parse_head` would return it for the same
+    /// request: names lower-cased, values as given.
+    pub fn new(method: &str, target: &str, version_minor: u8, headers: &[(&str, &[u8])]) -> Self {
+        let mut raw = Vec::new();
+        let mut push = |part: &[u8]| {
+            let start = raw.len();
+            raw.extend_from_slice(part);
+            Span {
+                start,
+                end: raw.len(),
+            }
+        };
+        let method = push(method.as_bytes());
+        let target = push(target.as_bytes());
+        let headers = headers
+            .iter()
+            .map(|(name, value)| (push(name.to_ascii_lowercase().as_bytes()), push(value)))
+            .collect();
+        RequestHead {
+            raw: raw.into(),
+            method,
+            target,
+            version_minor,
+            headers,
+        }
+    }
+
+    /// The method as sent, e.g. `GET` (methods are case-sensitive).
+    pub fn method(&self) -> &str {
+        self.text(self.method)
+    }
+
+    /// The raw request target, still percent-encoded, query included.
+    pub fn target(&self) -> &str {
+        self.text(self.target)
+    }
+
+    /// Every header: its name lower-cased, its value as raw bytes (HTTP does
+    /// not promise UTF-8 there), in the order sent.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|&(name, value)| (self.text(name), self.bytes(value)))
+    }
+
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers_named(name).next()
@@ -92,14 +160,27 @@ impl RequestHead {
         }
     }
 
-    fn headers_named<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
+    /// The values of every header called `name` (case-insensitive), in the
+    /// order sent.
+    pub fn headers_named<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
     where
         's: 'n,
     {
         self.headers
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .filter(move |(n, _)| self.bytes(*n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&(_, v)| self.bytes(v))
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.raw[span.start..span.end]
+    }
+
+    /// A part httparse gave as `str` (the method, the target, a name), or
+    /// that `new` took as one: UTF-8 by construction, so the fallback is
+    /// never taken.
+    fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(self.bytes(span)).unwrap_or_default()
     }
 }
 
@@ -137,15 +218,30 @@ pub fn parse_head(
     let mut req = httparse::Request::new(slots);
     match req.parse(window) {
         Ok(httparse::Status::Complete(consumed)) => {
+            let method = req.method.ok_or(HeadError::Malformed)?;
+            let target = req.path.ok_or(HeadError::Malformed)?;
+            let version_minor = req.version.ok_or(HeadError::Malformed)?;
+            let within = &window[..consumed];
+            let headers: Vec<(Span, Span)> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        Span::of(h.name.as_bytes(), within),
+                        Span::of(h.value, within),
+                    )
+                })
+                .collect();
+            let mut raw: Box<[u8]> = within.into();
+            for (name, _) in &headers {
+                raw[name.start..name.end].make_ascii_lowercase();
+            }
             let head = RequestHead {
-                method: req.method.ok_or(HeadError::Malformed)?.to_owned(),
-                target: req.path.ok_or(HeadError::Malformed)?.to_owned(),
-                version_minor: req.version.ok_or(HeadError::Malformed)?,
-                headers: req
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                    .collect(),
+                raw,
+                method: Span::of(method.as_bytes(), within),
+                target: Span::of(target.as_bytes(), within),
+                version_minor,
+                headers,
             };
             Ok(Some((head, consumed)))
         }
@@ -179,29 +275,34 @@ mod tests {
     }
 
     fn head_with(version_minor: u8, headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            target: "/".into(),
-            version_minor,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
-                .collect(),
-        }
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        RequestHead::new("GET", "/", version_minor, &headers)
     }
 
     #[test]
     fn complete_head_in_one_buffer_is_parsed() {
         let (head, consumed) = parse_head(UPGRADE, &LIMITS).unwrap().unwrap();
         assert_eq!(consumed, UPGRADE.len());
-        assert_eq!(head.method, "GET");
-        assert_eq!(head.target, "/c/my%20chan?as=Al&echo=true");
+        assert_eq!(head.method(), "GET");
+        assert_eq!(head.target(), "/c/my%20chan?as=Al&echo=true");
         assert_eq!(head.version_minor, 1);
-        assert_eq!(head.headers.len(), 5);
+        assert_eq!(head.headers().len(), 5);
+        assert_eq!(head.headers().nth(1), Some(("upgrade", &b"websocket"[..])));
+    }
+
+    #[test]
+    fn names_are_lower_cased_values_kept_and_empty_values_read() {
+        let head = parse_ok(b"GET / HTTP/1.1\r\nX-Mixed: VaLue\r\nX-Empty:\r\nX-Last: z\r\n\r\n");
+        let headers: Vec<_> = head.headers().collect();
         assert_eq!(
-            head.headers[1],
-            ("upgrade".to_string(), b"websocket".to_vec())
+            headers,
+            [
+                ("x-mixed", &b"VaLue"[..]),
+                ("x-empty", &b""[..]),
+                ("x-last", &b"z"[..])
+            ]
         );
+        assert_eq!(head.header("X-EMPTY"), Some(&b""[..]));
     }
 
     #[test]
@@ -264,7 +365,7 @@ mod tests {
             buf.extend_from_slice(b"\r\n");
             buf
         };
-        assert_eq!(parse_ok(&build(64)).headers.len(), 64);
+        assert_eq!(parse_ok(&build(64)).headers().len(), 64);
         assert_eq!(
             parse_head(&build(65), &LIMITS),
             Err(HeadError::TooManyHeaders)
@@ -300,8 +401,12 @@ mod tests {
 
     #[test]
     fn header_str_trims_and_rejects_invalid_utf8() {
-        let mut head = head_with(1, &[("X-A", " \tpadded\t ")]);
-        head.headers.push(("x-b".into(), vec![0xff, 0xfe]));
+        let head = RequestHead::new(
+            "GET",
+            "/",
+            1,
+            &[("X-A", b" \tpadded\t "), ("x-b", &[0xff, 0xfe])],
+        );
         assert_eq!(head.header_str("x-a"), Some("padded"));
         assert_eq!(head.header_str("x-b"), None);
         assert_eq!(head.header("x-b"), Some(&[0xff, 0xfe][..]));

@@ -100,7 +100,7 @@ impl Refusal {
 
 /// Decides what `head` asks for, or why it is refused.
 pub fn endpoint(head: &RequestHead) -> Result<Endpoint, Refusal> {
-    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let (path, query) = head.target().split_once('?').unwrap_or((head.target(), ""));
 
     if let Some(raw) = path
         .strip_prefix("/c/")
@@ -126,7 +126,7 @@ pub fn endpoint(head: &RequestHead) -> Result<Endpoint, Refusal> {
         "/metrics" => plain_get(head, Endpoint::Metrics),
         _ => match path.strip_prefix("/push/") {
             // Section 7 checks the method before anything about the channel.
-            Some(_) if head.method != "POST" => Err(Refusal::method_not_allowed("POST")),
+            Some(_) if head.method() != "POST" => Err(Refusal::method_not_allowed("POST")),
             Some(raw) => decode_channel(raw).map(|channel| Endpoint::Push { channel }),
             None => Err(Refusal::not_found()),
         },
@@ -134,7 +134,7 @@ pub fn endpoint(head: &RequestHead) -> Result<Endpoint, Refusal> {
 }
 
 fn plain_get(head: &RequestHead, endpoint: Endpoint) -> Result<Endpoint, Refusal> {
-    match head.method.as_str() {
+    match head.method() {
         "GET" | "HEAD" => Ok(endpoint),
         _ => Err(Refusal::method_not_allowed("GET")),
     }
@@ -146,14 +146,14 @@ fn accept_upgrade(head: &RequestHead) -> Result<String, Refusal> {
     if !head.has_token("upgrade", "websocket") {
         // A plain request to a WebSocket-only path: tell the client how to
         // get there instead of a bare 404 (RFC 9110 15.5.22).
-        return Err(match head.method.as_str() {
+        return Err(match head.method() {
             "GET" | "HEAD" => {
                 Refusal::new(426, "upgrade required").with_header("Upgrade", "websocket")
             }
             _ => Refusal::method_not_allowed("GET"),
         });
     }
-    if head.method != "GET" {
+    if head.method() != "GET" {
         return Err(Refusal::method_not_allowed("GET"));
     }
     if head.version_minor < 1 {
@@ -294,13 +294,8 @@ mod tests {
     type Headers = Vec<(&'static str, String)>;
 
     fn head(method: &str, target: &str, minor: u8, headers: &[(&str, &str)]) -> RequestHead {
-        let header = |(n, v): &(&str, &str)| (n.to_ascii_lowercase(), v.as_bytes().to_vec());
-        RequestHead {
-            method: method.into(),
-            target: target.into(),
-            version_minor: minor,
-            headers: headers.iter().map(header).collect(),
-        }
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        RequestHead::new(method, target, minor, &headers)
     }
 
     fn req(method: &str, target: &str) -> RequestHead {
@@ -313,11 +308,13 @@ mod tests {
 
     /// An upgrade on `target` with header `name` replaced by `value`, or dropped.
     fn upgrade_with(target: &str, name: &str, value: Option<&str>) -> RequestHead {
-        let mut head = upgrade(target);
-        head.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        let value = value.map(|v| (name.to_ascii_lowercase(), v.into()));
-        head.headers.extend(value);
-        head
+        let mut headers: Vec<(&str, &str)> = UPGRADE_HEADERS
+            .iter()
+            .copied()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(name))
+            .collect();
+        headers.extend(value.map(|v| (name, v)));
+        head("GET", target, 1, &headers)
     }
 
     fn refused(head: &RequestHead) -> (u16, Headers) {

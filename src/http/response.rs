@@ -117,52 +117,58 @@ pub fn response(
     keep_alive: bool,
 ) -> Vec<u8> {
     let bodyless = status < 200 || status == 204;
-    let mut head = String::with_capacity(128);
-    head.push_str("HTTP/1.1 ");
-    head.push_str(&status.to_string());
-    head.push(' ');
-    head.push_str(reason_phrase(status));
-    head.push_str("\r\n");
+    // One allocation: room for the fixed parts, every header and the body.
+    let headers_len: usize = extra_headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
+    let body_len = if bodyless { 0 } else { body.len() };
+    let mut out = Vec::with_capacity(128 + content_type.len() + headers_len + body_len);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !bodyless {
-        push_header(&mut head, "Content-Type", content_type);
-        push_header(&mut head, "Content-Length", &body.len().to_string());
+        push_header(&mut out, "Content-Type", content_type);
+        push_header(
+            &mut out,
+            "Content-Length",
+            itoa::Buffer::new().format(body.len()),
+        );
     }
     for (name, value) in extra_headers {
-        push_header(&mut head, name, value);
+        push_header(&mut out, name, value);
     }
     if !keep_alive {
-        push_header(&mut head, "Connection", "close");
+        push_header(&mut out, "Connection", "close");
     }
-    head.push_str("\r\n");
-
-    let mut out = head.into_bytes();
-    if !bodyless {
-        out.extend_from_slice(body);
-    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body[..body_len]);
     out
 }
 
-fn push_header(head: &mut String, name: &str, value: &str) {
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     let splits = |s: &str| s.contains(['\r', '\n']);
     if splits(name) || splits(value) {
         return;
     }
-    head.push_str(name);
-    head.push_str(": ");
-    head.push_str(value);
-    head.push_str("\r\n");
+    for part in [name, ": ", value, "\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// The `101` answer to an accepted WebSocket handshake (RFC 6455 4.2.2),
 /// with the extensions agreed, if any (RFC 7692).
 pub fn switching_protocols(accept_key: &str, extensions: Option<&str>) -> Vec<u8> {
-    let mut headers = vec![
+    let headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Accept", accept_key),
+        ("Sec-WebSocket-Extensions", extensions.unwrap_or_default()),
     ];
-    headers.extend(extensions.map(|e| ("Sec-WebSocket-Extensions", e)));
-    response(101, "", &headers, b"", true)
+    let agreed = if extensions.is_some() { 4 } else { 3 };
+    response(101, "", &headers[..agreed], b"", true)
 }
 
 #[cfg(test)]
