@@ -167,7 +167,7 @@ impl ConnHandle {
     /// Queues a frame and marks the connection for this round's flush (or
     /// wakes its writer). Never blocks and never waits.
     #[inline]
-    pub fn deliver(&self, frame: impl Into<QueuedFrame>) -> Delivery {
+    pub fn deliver(self: &Rc<Self>, frame: impl Into<QueuedFrame>) -> Delivery {
         if self.end.get().is_some() {
             return Delivery::Ending;
         }
@@ -186,16 +186,16 @@ impl ConnHandle {
 
     /// Marks it in the outbox if the flush task sends it and it is not
     /// marked yet.
-    fn mark(&self) {
+    fn mark(self: &Rc<Self>) {
         if self.output.get() == Output::Idle {
             self.output.set(Output::Marked);
-            self.outbox.mark(self.id);
+            self.outbox.mark(self.clone());
         }
     }
 
     /// The session hands a plain connection's sending to the shard's flush
     /// task (once the join is confirmed).
-    pub(crate) fn release_output(&self) {
+    pub(crate) fn release_output(self: &Rc<Self>) {
         self.output.set(Output::Idle);
         if !self.queue.borrow().is_empty() {
             self.mark();
@@ -218,7 +218,7 @@ impl ConnHandle {
 
     /// The blocked task is done (the queue is empty, or the connection
     /// ended): the flush task sends again, or the closing session.
-    pub(crate) fn unblock(&self) {
+    pub(crate) fn unblock(self: &Rc<Self>) {
         self.output.set(Output::Idle);
         if !self.queue.borrow().is_empty() {
             self.mark();
@@ -230,9 +230,17 @@ impl ConnHandle {
     /// send gave up (the end woke it), then nothing else sends.
     pub(crate) async fn hold_output(&self) {
         self.session
-            .until(|| (self.output.get() != Output::Blocked).then_some(()))
+            .until(|| self.hold_output_now().then_some(()))
             .await;
-        self.output.set(Output::Held);
+    }
+
+    /// `hold_output` if it need not wait: false while a blocked send is out.
+    pub(crate) fn hold_output_now(&self) -> bool {
+        let free = self.output.get() != Output::Blocked;
+        if free {
+            self.output.set(Output::Held);
+        }
+        free
     }
 
     /// Bytes of the head frame already written.
@@ -469,8 +477,15 @@ impl ConnHandle {
 mod tests {
     use super::*;
 
-    fn conn(max: usize) -> ConnHandle {
-        ConnHandle::new(ConnId(1), Uid(*b"abc123"), false, max, 0, Rc::default())
+    fn conn(max: usize) -> Rc<ConnHandle> {
+        Rc::new(ConnHandle::new(
+            ConnId(1),
+            Uid(*b"abc123"),
+            false,
+            max,
+            0,
+            Rc::default(),
+        ))
     }
 
     #[test]
@@ -540,7 +555,14 @@ mod tests {
     #[test]
     fn a_delivery_marks_it_once_per_round_and_only_once_released() {
         let outbox = Rc::new(Outbox::default());
-        let c = ConnHandle::new(ConnId(7), Uid(*b"abc123"), false, 100, 0, outbox.clone());
+        let c = Rc::new(ConnHandle::new(
+            ConnId(7),
+            Uid(*b"abc123"),
+            false,
+            100,
+            0,
+            outbox.clone(),
+        ));
         c.deliver(Bytes::from_static(b"101"));
         assert!(outbox.is_empty(), "held until the join is confirmed");
         c.release_output();

@@ -21,6 +21,7 @@ use crate::shard::Shard;
 use crate::ws::codec::{Decoder, Message, Violation};
 use crate::ws::deflate::InflateError;
 use crate::ws::frame::{self, HEADER_BYTES_MAX};
+use std::rc::Rc;
 
 /// What the session does with client messages, once joined.
 #[derive(Clone, Copy)]
@@ -58,7 +59,7 @@ impl Inbound {
     /// client's first frames), which it handles at once.
     pub fn start(
         shard: &Shard,
-        conn: &ConnHandle,
+        conn: &Rc<ConnHandle>,
         leftover: Vec<u8>,
         deflate: bool,
         role: Role,
@@ -106,7 +107,7 @@ impl Inbound {
     pub fn received_shared(
         &mut self,
         shard: &Shard,
-        conn: &ConnHandle,
+        conn: &Rc<ConnHandle>,
         read: &mut [u8],
     ) -> Result<(), CloseReason> {
         let consumed = decode_all(
@@ -125,7 +126,7 @@ impl Inbound {
     pub fn received_carried(
         &mut self,
         shard: &Shard,
-        conn: &ConnHandle,
+        conn: &Rc<ConnHandle>,
         start: usize,
         n: usize,
     ) -> Result<(), CloseReason> {
@@ -140,7 +141,7 @@ impl Inbound {
 
     /// Handles what the carry buffer holds and keeps only an incomplete
     /// frame; frees the buffer once it is empty.
-    fn decode_carry(&mut self, shard: &Shard, conn: &ConnHandle) -> Result<(), CloseReason> {
+    fn decode_carry(&mut self, shard: &Shard, conn: &Rc<ConnHandle>) -> Result<(), CloseReason> {
         let consumed = decode_all(
             shard,
             conn,
@@ -161,7 +162,7 @@ impl Inbound {
 /// returns how many bytes that consumed.
 fn decode_all(
     shard: &Shard,
-    conn: &ConnHandle,
+    conn: &Rc<ConnHandle>,
     decoder: &mut Decoder,
     buf: &mut [u8],
     role: Role,
@@ -189,7 +190,7 @@ fn decode_all(
 /// like any other; `Some` ends the connection.
 fn handle_deflated(
     shard: &Shard,
-    conn: &ConnHandle,
+    conn: &Rc<ConnHandle>,
     text: bool,
     payload: &[u8],
     role: Role,
@@ -216,7 +217,7 @@ fn handle_deflated(
 /// Handles one complete client message; `Some` ends the connection.
 fn handle(
     shard: &Shard,
-    conn: &ConnHandle,
+    conn: &Rc<ConnHandle>,
     message: Message<'_>,
     role: Role,
     sending: &mut Sending,
@@ -263,7 +264,7 @@ fn handle(
 /// IP banned on this shard (docs/PROTOCOL.md section 8). `Ok(false)`: dropped.
 fn take_token(
     shard: &Shard,
-    conn: &ConnHandle,
+    conn: &Rc<ConnHandle>,
     sending: &mut Sending,
 ) -> Result<bool, CloseReason> {
     if sending
@@ -289,7 +290,7 @@ fn take_token(
 }
 
 /// Checks a client text frame and routes it (docs/PROTOCOL.md section 4).
-fn publish_text(shard: &Shard, conn: &ConnHandle, text: &[u8]) {
+fn publish_text(shard: &Shard, conn: &Rc<ConnHandle>, text: &[u8]) {
     let (to, payload) = match classify(text) {
         Classified::Broadcast(payload) => (None, payload),
         Classified::Direct { to, payload } => (Some(to), payload),

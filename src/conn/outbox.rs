@@ -7,15 +7,17 @@
 //! own (`writer::run_blocked`), until its queue is empty again.
 //!
 //! Bounded: a connection is marked at most once until the flush takes it,
-//! so the list never holds more than the shard's connections.
+//! so the list never holds more than the shard's connections. It holds
+//! their handles, so the flush looks nothing up.
 
-use crate::id::ConnId;
+use super::handle::ConnHandle;
 use crate::wake::WakerSlot;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 #[derive(Default)]
 pub struct Outbox {
-    marked: RefCell<Vec<ConnId>>,
+    marked: RefCell<Vec<Rc<ConnHandle>>>,
     /// The reader's slots of connections that ended since: the flush task
     /// releases them (`Reader::release`). Each ends once.
     ended: RefCell<Vec<u32>>,
@@ -25,7 +27,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn mark(&self, conn: ConnId) {
+    pub fn mark(&self, conn: Rc<ConnHandle>) {
         self.marked.borrow_mut().push(conn);
         self.flusher.wake();
     }
@@ -38,7 +40,7 @@ impl Outbox {
     /// Waits until a connection is marked or ended, then swaps the marked
     /// list with `round` and the ended one with `ended` (both empty; their
     /// allocations are reused).
-    pub async fn next_round(&self, round: &mut Vec<ConnId>, ended: &mut Vec<u32>) {
+    pub async fn next_round(&self, round: &mut Vec<Rc<ConnHandle>>, ended: &mut Vec<u32>) {
         self.flusher
             .until(|| {
                 let idle = self.marked.borrow().is_empty() && self.ended.borrow().is_empty();
@@ -55,8 +57,9 @@ impl Outbox {
 
     /// The marked list, emptied (tests).
     #[cfg(test)]
-    pub fn take(&self) -> Vec<ConnId> {
-        std::mem::take(&mut *self.marked.borrow_mut())
+    pub fn take(&self) -> Vec<crate::id::ConnId> {
+        let marked = std::mem::take(&mut *self.marked.borrow_mut());
+        marked.iter().map(|conn| conn.id()).collect()
     }
 
     /// Gives back a burst's allocation once the list is empty (the sweep).

@@ -142,10 +142,19 @@ fn open(shard: &Shard, stream: &Stream, mode: Mode, upgrade: Upgrade) -> Rc<Conn
 }
 
 /// The end of a connection the shard's reader read: it leaves its channel
-/// and is closed (see `close`) in a task of its own.
+/// and is closed (see `close`) in a task of its own, unless its peer is
+/// gone, no frame is half sent and no blocked send is out: such a peer is
+/// sent nothing, so its end waits for nothing and runs here.
 pub fn close_read(shard: &Rc<Shard>, conn: Rc<ConnHandle>, socket: OwnedFd, tracked: SocketGuard) {
     let reason = conn.ended().unwrap_or(CloseReason::PeerGone);
     shard.leave(&conn);
+    if reason == CloseReason::PeerGone && conn.head_written() == 0 && conn.hold_output_now() {
+        writer::finish_gone(shard, &conn, socket.as_raw_fd());
+        shard.close_conn(&conn, reason);
+        drop(socket);
+        drop(tracked);
+        return;
+    }
     let shard = shard.clone();
     glommio::spawn_local(async move {
         close(&shard, &conn, Closing::Plain(socket), reason).await;
@@ -197,7 +206,7 @@ async fn linger(shard: &Shard, drain: impl Future<Output = ()>) {
 /// Reads and handles a TLS connection's frames until it ends; returns why.
 async fn read_tls(
     shard: &Shard,
-    conn: &ConnHandle,
+    conn: &Rc<ConnHandle>,
     stream: &RefCell<Stream>,
     mut inbound: Inbound,
 ) -> CloseReason {

@@ -123,6 +123,21 @@ pub async fn finish_plain(
     w.shutdown();
 }
 
+/// `finish_plain` for a peer that is gone, once its output is held and no
+/// frame is half sent: its queue is dropped and nothing is sent
+/// (`CloseReason::PeerGone` neither flushes nor has a close frame), so only
+/// FIN is left and nothing waits.
+pub fn finish_gone(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, fd: RawFd) {
+    let w = Writer {
+        conn: conn.clone(),
+        out: Out::Plain(fd),
+        shard: shard.clone(),
+    };
+    w.queue_close(CloseReason::PeerGone);
+    debug_assert!(conn.queue().borrow().is_empty());
+    w.shutdown();
+}
+
 /// Where a connection's bytes go.
 enum Out {
     /// A plain socket: `sendmsg` on it directly.

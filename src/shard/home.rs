@@ -165,11 +165,6 @@ impl Home {
         shrink_map(&mut self.subscribers.borrow_mut());
     }
 
-    /// An open connection, by number.
-    pub fn conn(&self, id: ConnId) -> Option<Rc<ConnHandle>> {
-        self.conns.borrow().get(&id).cloned()
-    }
-
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
     }
@@ -179,7 +174,7 @@ impl Home {
     }
 
     /// Calls `f` for every open connection (the sweep, the drain).
-    pub fn for_each_conn(&self, mut f: impl FnMut(&ConnHandle)) {
+    pub fn for_each_conn(&self, mut f: impl FnMut(&Rc<ConnHandle>)) {
         for conn in self.conns.borrow().values() {
             f(conn);
         }

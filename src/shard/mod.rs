@@ -375,21 +375,21 @@ impl Shard {
     }
 
     /// Queues an error event for one of this shard's connections.
-    pub fn send_error(&self, conn: &ConnHandle, message: &str) {
+    pub fn send_error(&self, conn: &Rc<ConnHandle>, message: &str) {
         self.counters().error_events.incr();
         self.deliver(conn, envelope::error(message, envelope::now_ms()));
     }
 
     /// Drops a client's message for `why`, telling it when the reason has
     /// a fixed text.
-    pub fn drop_message(&self, conn: &ConnHandle, why: DropReason) {
+    pub fn drop_message(&self, conn: &Rc<ConnHandle>, why: DropReason) {
         self.counters().count_drop(why);
         if let Some(text) = why.error_text() {
             self.send_error(conn, text);
         }
     }
 
-    fn deliver(&self, conn: &ConnHandle, frame: Bytes) {
+    fn deliver(&self, conn: &Rc<ConnHandle>, frame: Bytes) {
         if conn.deliver(frame) == Delivery::Queued {
             self.counters().deliveries.incr();
         }

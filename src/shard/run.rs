@@ -255,10 +255,8 @@ async fn flush_loop(shard: Rc<Shard>) {
     loop {
         shard.home.outbox().next_round(&mut round, &mut ended).await;
         let marked = round.len();
-        for id in round.drain(..) {
-            if let Some(conn) = shard.home.conn(id) {
-                crate::conn::flush_marked(&shard, &conn);
-            }
+        for conn in round.drain(..) {
+            crate::conn::flush_marked(&shard, &conn);
         }
         for slot in ended.drain(..) {
             shard.reader().release(&shard, slot);

@@ -6,6 +6,8 @@
 
 use crate::support::*;
 use serde_json::json;
+use std::io::Read;
+use std::time::Duration;
 
 crate::over_tls_too! {
     #[test]
@@ -272,6 +274,30 @@ crate::over_tls_too! {
         let leave = watcher.recv_event("leave");
         assert_eq!(leave["uid"], uid.as_str());
         assert_eq!(leave["total"], 1);
+    }
+
+    #[test]
+    fn a_client_that_half_closes_is_ended_as_gone_and_gets_fin() {
+        let relay = relay();
+        let channel = unique("halfclose");
+        let mut watcher = relay.join(&format!("/c/{channel}"));
+        let mut raw = Raw::upgrade(relay.addr, &format!("/c/{channel}?announce=true"));
+        assert_eq!(raw.read_json()["type"], "join");
+        watcher.recv_event("join");
+        raw.stream.shutdown(std::net::Shutdown::Write).unwrap(); // FIN, no close frame
+        assert_eq!(watcher.recv_event("leave")["total"], 1);
+        // The relay answers with FIN (nothing else: a gone peer is sent
+        // nothing), then forgets the connection.
+        raw.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = Vec::new();
+        raw.stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        relay.wait_until(Duration::from_secs(10), "not counted as gone", |r| {
+            r.metric_labelled("connections_closed_total", "reason", "peer_gone") == 1
+        });
+        assert_eq!(relay.metric_sum("connections_open"), 1);
     }
 
     #[test]
