@@ -213,10 +213,12 @@ pub fn parse_head(
     // and makes "complete but too long" the same case as "incomplete at the
     // limit".
     let window = &buf[..buf.len().min(limits.head_bytes_max)];
-    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX_SUPPORTED];
+    // Uninitialised: httparse writes the slots it fills, so a parse does
+    // not first zero 4 KiB of them (each read of a head parses again).
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX_SUPPORTED];
     let slots = &mut slots[..limits.headers_max.min(HEADERS_MAX_SUPPORTED)];
-    let mut req = httparse::Request::new(slots);
-    match req.parse(window) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(window, slots) {
         Ok(httparse::Status::Complete(consumed)) => {
             let method = req.method.ok_or(HeadError::Malformed)?;
             let target = req.path.ok_or(HeadError::Malformed)?;

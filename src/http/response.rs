@@ -149,7 +149,7 @@ pub fn response(
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    let splits = |s: &str| s.contains(['\r', '\n']);
+    let splits = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
     if splits(name) || splits(value) {
         return;
     }
