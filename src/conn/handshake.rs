@@ -28,6 +28,7 @@ use glommio::net::TcpStream;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use rustls::{ServerConfig, ServerConnection};
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,9 +70,14 @@ impl Queues {
 
 /// A connection accepted on a TLS listener: checked, then handshaken in
 /// the handshake queue, then served in the connections' queue.
-pub fn accept(shard: &Rc<Shard>, tcp: TcpStream, config: &Arc<ServerConfig>, queues: Queues) {
-    let Ok(peer) = tcp.peer_addr() else { return };
-    if !shard.admit_handshake(IpKey::of(peer.ip())) {
+pub fn accept(
+    shard: &Rc<Shard>,
+    tcp: TcpStream,
+    peer: IpAddr,
+    config: &Arc<ServerConfig>,
+    queues: Queues,
+) {
+    if !shard.admit_handshake(IpKey::of(peer)) {
         return; // closed before any TLS work
     }
     let (shard, config) = (shard.clone(), config.clone());
@@ -81,7 +87,7 @@ pub fn accept(shard: &Rc<Shard>, tcp: TcpStream, config: &Arc<ServerConfig>, que
         shard.handshake_ended(stream.is_some());
         drop(tracked);
         if let Some(stream) = stream {
-            let serving = serve(shard, stream, Listener::Main);
+            let serving = serve(shard, stream, peer, Listener::Main);
             if let Ok(task) = glommio::spawn_local_into(serving, queues.connections) {
                 task.detach();
             }

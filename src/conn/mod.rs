@@ -68,9 +68,14 @@ enum Next {
 /// phase runs boxed and is freed at the upgrade; a plain connection's task
 /// ends once its join is confirmed (the shard's reader reads it from then
 /// on), and a TLS one's future then holds only the session's state.
-pub fn serve(shard: Rc<Shard>, stream: Stream, listener: Listener) -> impl Future<Output = ()> {
+pub fn serve(
+    shard: Rc<Shard>,
+    stream: Stream,
+    peer: IpAddr,
+    listener: Listener,
+) -> impl Future<Output = ()> {
     let tracked = shard.track_socket();
-    let http = Box::pin(serve_http(shard.clone(), stream, listener));
+    let http = Box::pin(serve_http(shard.clone(), stream, peer, listener));
     async move {
         // `upgraded` (over 300 bytes) is scoped to the match, so it takes
         // no room in this future while the session runs.
@@ -87,13 +92,10 @@ pub fn serve(shard: Rc<Shard>, stream: Stream, listener: Listener) -> impl Futur
 async fn serve_http(
     shard: Rc<Shard>,
     mut stream: Stream,
+    peer: IpAddr,
     listener: Listener,
 ) -> Option<session::Upgraded> {
     let _ = stream.tcp().set_nodelay(true);
-    let peer = match stream.tcp().peer_addr() {
-        Ok(addr) => addr.ip(),
-        Err(_) => return None, // already gone
-    };
     let mut buf = Vec::new();
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
@@ -316,26 +318,19 @@ async fn read_head(
         head_bytes_max: config.request_head_bytes_max,
         headers_max: config.request_headers_max,
     };
+    // Most clients send the head at once: what a plain socket already
+    // holds is read without waiting, so the common case sets no timer and
+    // submits no read to the ring.
+    if let Some(now) = read_head_now(shard, stream, buf, &limits) {
+        return now;
+    }
     let deadline = Duration::from_millis(config.handshake_timeout_ms);
     let read = async {
         loop {
-            match http::parse_head(buf, &limits) {
-                Ok(Some((head, consumed))) => {
-                    buf.drain(..consumed);
-                    return Ok(Ok(Some(head)));
-                }
-                Ok(None) => {}
-                Err(e) => return Ok(Err(e)),
+            if let Some(parsed) = parse_into(buf, &limits) {
+                return Ok(parsed);
             }
-            // Grow a little at a time: most heads fit the first read, and a
-            // connection should not hold the whole limit while it waits.
-            let start = buf.len();
-            buf.resize(
-                (start + HEAD_READ_BYTES)
-                    .min(limits.head_bytes_max)
-                    .max(start + 1),
-                0,
-            );
+            let start = grow_for_head(buf, &limits);
             let n = stream.read(&mut buf[start..]).await.unwrap_or(0);
             buf.truncate(start + n);
             shard.counters().bytes_in.add(n as u64);
@@ -347,4 +342,67 @@ async fn read_head(
     glommio::timer::timeout(deadline, read)
         .await
         .unwrap_or(Ok(None))
+}
+
+/// `read_head` without waiting, on a plain socket: `Some` once the head is
+/// complete or refused or the peer closed, `None` if the rest must be
+/// waited for (or the socket failed: the waiting read then sees it).
+fn read_head_now(
+    shard: &Shard,
+    stream: &Stream,
+    buf: &mut Vec<u8>,
+    limits: &HeadLimits,
+) -> Option<Result<Option<RequestHead>, HeadError>> {
+    let Stream::Plain(tcp) = stream else {
+        return None;
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(tcp);
+    loop {
+        if let Some(parsed) = parse_into(buf, limits) {
+            return Some(parsed);
+        }
+        let start = grow_for_head(buf, limits);
+        match reader::recv(fd, &mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                shard.counters().bytes_in.add(n as u64);
+            }
+            // Gone (closed or failed): as the waiting read ends; nothing
+            // there yet: wait for it.
+            Err(gone) => {
+                buf.truncate(start);
+                return gone.map(|_| Ok(None));
+            }
+        }
+    }
+}
+
+/// The head at the start of `buf`, taken out of it, or why it is refused;
+/// `None` while it is incomplete.
+fn parse_into(
+    buf: &mut Vec<u8>,
+    limits: &HeadLimits,
+) -> Option<Result<Option<RequestHead>, HeadError>> {
+    match http::parse_head(buf, limits) {
+        Ok(Some((head, consumed))) => {
+            buf.drain(..consumed);
+            Some(Ok(Some(head)))
+        }
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Makes room in `buf` for the next read of a head; returns where it
+/// starts. Grows a little at a time: most heads fit the first read, and a
+/// connection should not hold the whole limit while it waits.
+fn grow_for_head(buf: &mut Vec<u8>, limits: &HeadLimits) -> usize {
+    let start = buf.len();
+    buf.resize(
+        (start + HEAD_READ_BYTES)
+            .min(limits.head_bytes_max)
+            .max(start + 1),
+        0,
+    );
+    start
 }

@@ -8,10 +8,10 @@ use crate::conn::Listener;
 use crate::limits::SWEEP_INTERVAL_MS;
 use futures_lite::AsyncReadExt;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
-use glommio::net::{TcpListener, UnixStream};
+use glommio::net::UnixStream;
 use glommio::timer::Timer;
 use glommio::Task;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -52,19 +52,16 @@ pub async fn run(wiring: ShardWiring) {
     let shard = Rc::new((wiring.shard)());
     let mut tasks = connect_peers(&shard, wiring.senders, wiring.receivers).await;
 
-    // SAFETY: the fds come from std sockets we own and give up here.
-    let listener_fd = wiring.listener.into_raw_fd();
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    let listener_fd = wiring.listener.as_raw_fd();
+    // SAFETY: the fd comes from a std socket we own and give up here.
     let mut control = unsafe { UnixStream::from_raw_fd(wiring.control.into_raw_fd()) };
 
     tasks.push(glommio::spawn_local(until_stopped(
         shard.clone(),
-        accept_loop(shard.clone(), listener, Listener::Main),
+        accept_loop(shard.clone(), wiring.listener, Listener::Main),
     )));
-    let metrics_fd = wiring.metrics_listener.map(|l| {
-        let fd = l.into_raw_fd();
-        // SAFETY: as above, an fd we own and give up here.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let metrics_fd = wiring.metrics_listener.map(|listener| {
+        let fd = listener.as_raw_fd();
         tasks.push(glommio::spawn_local(until_stopped(
             shard.clone(),
             accept_loop(shard.clone(), listener, Listener::Metrics),
@@ -121,8 +118,8 @@ pub async fn run(wiring: ShardWiring) {
     while !shard.peers_drained() && Instant::now() < deadline {
         Timer::new(Duration::from_millis(2)).await;
     }
-    // An io_uring accept in flight keeps the listening socket alive after
-    // its fd is closed; shutting it down stops it listening now.
+    // Shutting the listening socket down stops it listening now, and wakes
+    // the accept loop's readiness poll: its accept fails and it ends.
     // SAFETY: shutdown on the listening socket this shard owns.
     unsafe { libc::shutdown(listener_fd, libc::SHUT_RDWR) };
     if let Some(fd) = metrics_fd {
@@ -193,7 +190,7 @@ async fn connect_peers(
     tasks
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
+async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener, kind: Listener) {
     // TLS on the main listener only (`--metrics ADDR` stays plain).
     let tls = match kind {
         Listener::Main => shard.tls_config().cloned(),
@@ -202,19 +199,53 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener) {
     let queues = tls
         .as_ref()
         .map(|_| crate::conn::handshake::Queues::create());
+    // Accepted here rather than by glommio's `TcpListener`, which makes
+    // the listening socket non-blocking and back around each accept (three
+    // `fcntl`s per connection): this one stays non-blocking, and an empty
+    // backlog is waited on with one readiness poll.
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::error!(error = %e, "cannot make the listener non-blocking");
+        return;
+    }
+    let fd = listener.as_raw_fd();
+    let listener = socket2::Socket::from(listener);
     loop {
-        match listener.accept().await {
-            Ok(stream) => match (&tls, queues) {
-                (Some(config), Some(queues)) => {
-                    crate::conn::handshake::accept(&shard, stream, config, queues)
+        // accept4 (close-on-exec), which also gives the peer's address: no
+        // getpeername per connection.
+        let e = match listener.accept() {
+            Ok((socket, addr)) => {
+                let Some(peer) = addr.as_socket().map(|a| a.ip()) else {
+                    continue; // not TCP over IP: cannot happen on this listener
+                };
+                // SAFETY: a connected socket just accepted, handed over whole.
+                let stream = unsafe { glommio::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+                match (&tls, queues) {
+                    (Some(config), Some(queues)) => {
+                        crate::conn::handshake::accept(&shard, stream, peer, config, queues)
+                    }
+                    _ => {
+                        let stream = crate::conn::Stream::Plain(stream);
+                        let serve = crate::conn::serve(shard.clone(), stream, peer, kind);
+                        glommio::spawn_local(serve).detach();
+                    }
                 }
-                _ => {
-                    let stream = crate::conn::Stream::Plain(stream);
-                    glommio::spawn_local(crate::conn::serve(shard.clone(), stream, kind)).detach();
+                continue;
+            }
+            Err(e) => e,
+        };
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = glommio::net::wait_readable(fd).await {
+                    if shard.draining() {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "waiting to accept failed");
+                    Timer::new(Duration::from_millis(50)).await;
                 }
-            },
-            Err(_) if shard.draining() => return, // the listener was shut down
-            Err(e) => {
+            }
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted => {}
+            _ if shard.draining() => return, // the listener was shut down
+            _ => {
                 // Out of fds or memory: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 Timer::new(Duration::from_millis(50)).await;
