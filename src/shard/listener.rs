@@ -27,5 +27,8 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
+    // The shard's accept loop accepts without waiting, and waits for an
+    // empty backlog with a readiness poll.
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }

@@ -52,6 +52,8 @@ pub async fn run(wiring: ShardWiring) {
     let shard = Rc::new((wiring.shard)());
     let mut tasks = connect_peers(&shard, wiring.senders, wiring.receivers).await;
 
+    // Kept to shut the listener down at the end (the accept loop owns it,
+    // and ends only once it is shut down or the shard stopped).
     let listener_fd = wiring.listener.as_raw_fd();
     // SAFETY: the fd comes from a std socket we own and give up here.
     let mut control = unsafe { UnixStream::from_raw_fd(wiring.control.into_raw_fd()) };
@@ -201,12 +203,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener, kind: Li
         .map(|_| crate::conn::handshake::Queues::create());
     // Accepted here rather than by glommio's `TcpListener`, which makes
     // the listening socket non-blocking and back around each accept (three
-    // `fcntl`s per connection): this one stays non-blocking, and an empty
-    // backlog is waited on with one readiness poll.
-    if let Err(e) = listener.set_nonblocking(true) {
-        tracing::error!(error = %e, "cannot make the listener non-blocking");
-        return;
-    }
+    // `fcntl`s per connection): this one is non-blocking from its bind
+    // (`listener::bind_all`), and an empty backlog is waited on with one
+    // readiness poll.
     let fd = listener.as_raw_fd();
     let listener = socket2::Socket::from(listener);
     loop {
