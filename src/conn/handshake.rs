@@ -104,7 +104,6 @@ pub fn accept(
 /// Runs the handshake within the head deadline; `None`: it failed (the
 /// socket is closed when `tcp` drops).
 async fn handshake(shard: &Shard, tcp: TcpStream, config: Arc<ServerConfig>) -> Option<Stream> {
-    let _ = tcp.set_nodelay(true);
     let session = ServerConnection::new(config).ok()?;
     let deadline = Duration::from_millis(shard.config().handshake_timeout_ms);
     let mut state = Some((tcp, session));

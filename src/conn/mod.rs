@@ -95,7 +95,6 @@ async fn serve_http(
     peer: IpAddr,
     listener: Listener,
 ) -> Option<session::Upgraded> {
-    let _ = stream.tcp().set_nodelay(true);
     let mut buf = Vec::new();
     loop {
         let head = match read_head(&shard, &mut stream, &mut buf).await {
