@@ -36,6 +36,7 @@ pub mod bridge;
 pub mod engine;
 pub mod metrics;
 mod redis_engine;
+mod redis_reply;
 pub mod secret;
 pub mod wire;
 
