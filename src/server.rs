@@ -33,6 +33,9 @@ pub struct Server {
     control: Vec<UnixStream>,
     /// Where reloaded namespace tables go, one queue per shard.
     reloads: Vec<std::sync::mpsc::SyncSender<Arc<Namespaces>>>,
+    /// A shard's word that it put a reloaded table in force.
+    reloaded: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    reloaded_tx: std::sync::mpsc::Sender<()>,
     executors: Vec<ExecutorJoinHandle<()>>,
     /// The backplane's thread, in a cluster; stopped after the shards.
     bridge: Option<Bridge>,
@@ -82,6 +85,7 @@ impl Server {
             tls: tls.as_ref().map(Tls::server_config),
         };
         let (mut senders, mut receivers) = queues(shards, common.config.forward_queue_slots);
+        let (reloaded_tx, reloaded_rx) = std::sync::mpsc::channel();
         let mut server = Server {
             local_addr,
             metrics_addr,
@@ -89,6 +93,8 @@ impl Server {
             metrics: common.metrics.clone(),
             control: Vec::with_capacity(shards),
             reloads: Vec::with_capacity(shards),
+            reloaded: std::sync::Mutex::new(reloaded_rx),
+            reloaded_tx,
             executors: Vec::with_capacity(shards),
             bridge: None,
             cluster: cluster.clone(),
@@ -109,6 +115,7 @@ impl Server {
                 listener,
                 control: theirs,
                 reloads: reload_rx,
+                reloaded: server.reloaded_tx.clone(),
                 metrics_listener: metrics_listener.take().filter(|_| index == 0),
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
@@ -173,6 +180,8 @@ impl Server {
         if let Some(cluster) = &self.cluster {
             cluster.set_config_digest(cluster.secret.config_digest(&config.namespace));
         }
+        let reloaded = self.reloaded.lock().unwrap_or_else(|e| e.into_inner());
+        while reloaded.try_recv().is_ok() {} // a late word from an earlier reload
         for (tx, socket) in self.reloads.iter().zip(&self.control) {
             tx.try_send(namespaces.clone()).map_err(|_| {
                 Error::Executor("a shard is not taking reloads (stopped or stuck)".into())
@@ -180,6 +189,13 @@ impl Server {
             (&*socket)
                 .write_all(&[shard::CONTROL_RELOAD])
                 .map_err(Error::Io)?;
+        }
+        // In force on every shard before this returns (and the reload is
+        // logged): a connection made after that is checked against it.
+        for _ in 0..self.shards {
+            reloaded.recv_timeout(RELOAD_APPLIED_WAIT).map_err(|_| {
+                Error::Executor("a shard did not put the reload in force (stopped or stuck)".into())
+            })?;
         }
         Ok(namespaces.len())
     }
@@ -300,6 +316,9 @@ fn cluster(config: &Config, shards: usize) -> Result<ClusterParts, Error> {
 /// Reloads queued for one shard before it has taken the earlier ones: a
 /// shard takes them at once, so more means it is stuck.
 const RELOADS_QUEUED_MAX: usize = 8;
+
+/// How long a reload waits for each shard to put it in force.
+const RELOAD_APPLIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Senders = Vec<Vec<Option<SharedSender<Batch>>>>;
 type Receivers = Vec<Vec<Option<SharedReceiver<Batch>>>>;

@@ -35,6 +35,8 @@ pub struct ShardWiring {
     pub control: std::os::unix::net::UnixStream,
     /// Namespace tables the operator reloaded, newest last.
     pub reloads: std::sync::mpsc::Receiver<std::sync::Arc<crate::access::Namespaces>>,
+    /// Told each time this shard put a reloaded table in force.
+    pub reloaded: std::sync::mpsc::Sender<()>,
     /// The separate metrics listener (`--metrics ADDR`), on shard 0 only.
     pub metrics_listener: Option<std::net::TcpListener>,
     /// `senders[i]`: the queue to shard i (`None` for ourselves).
@@ -99,6 +101,7 @@ pub async fn run(wiring: ShardWiring) {
         }
         while let Ok(namespaces) = wiring.reloads.try_recv() {
             shard.set_namespaces(namespaces);
+            let _ = wiring.reloaded.send(());
         }
     }
     tracing::info!(
