@@ -59,6 +59,10 @@ pub const READY_EVENTS_MAX: usize = 256;
 /// reaps the runtime's own completions (accepts, timers, links' wake-ups).
 pub const DIRECT_ROUNDS_MAX: u32 = 16;
 
+/// Sockets a round must have found ready for the reader to poll again
+/// directly; after a smaller round it waits through the runtime.
+pub const DIRECT_ROUND_READY_MIN: usize = 2;
+
 /// How often each shard sweeps its connections for liveness (pings and idle
 /// drops). Pings and idle drops are therefore late by at most this much.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;

@@ -20,7 +20,7 @@ use super::handle::ConnHandle;
 use super::inbound::Inbound;
 use super::session::close_read;
 use crate::error::CloseReason;
-use crate::limits::{DIRECT_ROUNDS_MAX, READY_EVENTS_MAX};
+use crate::limits::{DIRECT_ROUNDS_MAX, DIRECT_ROUND_READY_MIN, READY_EVENTS_MAX};
 use crate::shard::{Shard, SocketGuard};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
@@ -230,16 +230,19 @@ pub async fn run(shard: Rc<Shard>) {
     let epoll = reader.epoll.as_raw_fd();
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; READY_EVENTS_MAX];
     let mut direct_rounds = 0;
+    let mut last = 0;
     loop {
         // Backpressure: read no more while a forward queue is congested.
         shard.forward_room().await;
         // While busy, the sockets are polled again after each round (one
         // `epoll_wait`, no runtime turn); the runtime's wait (an io_uring
-        // poll armed, reaped and woken) once nothing was ready, or after
-        // `DIRECT_ROUNDS_MAX` rounds, so its own completions (accepts,
-        // timers, the links) are reaped no later than that.
+        // poll armed, reaped and woken) once nothing was ready, after a
+        // round of fewer than `DIRECT_ROUND_READY_MIN` sockets (light load:
+        // the direct poll would mostly find none, one call wasted per
+        // wake-up), or after `DIRECT_ROUNDS_MAX` rounds, so its own
+        // completions (accepts, timers, the links) are reaped no later.
         let mut n = 0;
-        if direct_rounds < DIRECT_ROUNDS_MAX {
+        if direct_rounds < DIRECT_ROUNDS_MAX && last >= DIRECT_ROUND_READY_MIN {
             n = wait(epoll, &mut ready);
             direct_rounds += 1;
         }
@@ -252,6 +255,7 @@ pub async fn run(shard: Rc<Shard>) {
             }
             n = wait(epoll, &mut ready);
         }
+        last = n;
         for event in &ready[..n] {
             if !shard.has_forward_room() {
                 break; // level-triggered: the rest come back next turn
