@@ -455,3 +455,35 @@ fn hostile_bytes_never_take_a_shard_down() {
         r.metric_sum("itty_connections_open") <= 2
     });
 }
+
+#[test]
+fn an_idle_relay_sleeps_between_its_sweeps() {
+    // A shard with nothing to do wakes for its timers only: the liveness
+    // sweep (SWEEP_INTERVAL_MS, once a second). A runtime whose own
+    // preemption timer outlived a turn woke an idle shard every 100 ms
+    // (vendor/glommio/PATCHED.md, 6); allow a few more than the sweeps.
+    const WINDOW: Duration = Duration::from_secs(3);
+    const SLEEPS_PER_SHARD_PER_SEC_MAX: u64 = 4;
+    let process = spawn_relay(&[]);
+    let relay = &process.relay;
+    let channel = unique("idle");
+    let mut a = relay.join(&format!("/c/{channel}"));
+    let mut b = relay.join(&format!("/c/{channel}"));
+    a.recv_event("join");
+    b.send("\"wake everyone once\"");
+    assert_eq!(a.recv_message()["message"], "wake everyone once");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = process.shard_sleeps();
+    std::thread::sleep(WINDOW);
+    let slept = process.shard_sleeps() - before;
+    let allowed = SLEEPS_PER_SHARD_PER_SEC_MAX * WINDOW.as_secs() * relay.shards as u64;
+    println!(
+        "idle: {slept} shard sleeps in {WINDOW:?} ({} shards)",
+        relay.shards
+    );
+    assert!(
+        slept <= allowed,
+        "idle shards went to sleep {slept} times in {WINDOW:?} (at most {allowed})"
+    );
+    assert!(slept > 0, "the shard threads were found and counted");
+}

@@ -120,6 +120,26 @@ impl RelayProcess {
         self.log.iter().collect()
     }
 
+    /// How many times its shards' threads have gone to sleep so far: the
+    /// sum of `voluntary_ctxt_switches` over the threads named `shard-*`.
+    pub fn shard_sleeps(&self) -> u64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut sleeps = 0;
+        for task in std::fs::read_dir(tasks).unwrap().map_while(Result::ok) {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("shard-") {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            sleeps += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        sleeps
+    }
+
     /// Resident memory in KiB (`VmRSS` of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

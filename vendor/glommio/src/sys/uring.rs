@@ -1275,6 +1275,9 @@ pub(crate) struct Reactor {
     /// Patched (PATCHED.md, 6): when the latency timer above fires, so that
     /// one still armed is kept rather than replaced at every loop turn.
     latency_preemption_deadline: Cell<Option<Instant>>,
+    /// Patched (PATCHED.md, 6): the last sleep was ended by the latency
+    /// timer alone, so the next turn does not arm it again.
+    idle_wake: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1410,6 +1413,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
+            idle_wake: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1944,12 +1948,20 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
+                    let timer_armed = self.latency_timer_in_flight();
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    let mut woke_after = 0;
+                    flush_cancellations!(into &mut woke_after; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    consume_rings!(into &mut woke_after; lat_ring, poll_ring, main_ring);
+                    // Patched (PATCHED.md, 6): woken by the latency timer
+                    // alone, the executor is idle; arming the timer again
+                    // at the next turn would wake it every
+                    // `preempt_timer_duration` for as long as it stays idle.
+                    self.idle_wake
+                        .set(timer_armed && !self.latency_timer_in_flight() && woke_after == 0);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1957,8 +1969,12 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.arm_latency_timer(&mut lat_ring, preempt);
-            flush_rings!(lat_ring, main_ring)?;
+            // Patched (PATCHED.md, 6): not after an idle wake-up (above);
+            // the next one that brings work arms it.
+            if !self.idle_wake.replace(false) {
+                self.arm_latency_timer(&mut lat_ring, preempt);
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1969,6 +1985,14 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Patched (PATCHED.md, 6): whether the latency timer is armed.
+    fn latency_timer_in_flight(&self) -> bool {
+        let src = self.latency_preemption_timeout_src.take();
+        let armed = src.as_ref().is_some_and(Source::in_flight);
+        self.latency_preemption_timeout_src.set(src);
+        armed
     }
 
     /// Patched (PATCHED.md, 6): drops the latency timer's source once its
