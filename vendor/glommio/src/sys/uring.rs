@@ -500,6 +500,15 @@ fn peek_one_chain(queue: &VecDeque<UringDescriptor>, ring_size: usize) -> Option
     Some(0..chain + 1)
 }
 
+/// Patched (PATCHED.md, 6): whether the source kept in `slot` is still with
+/// its ring.
+fn in_flight(slot: &Cell<Option<Source>>) -> bool {
+    let src = slot.take();
+    let armed = src.as_ref().is_some_and(Source::in_flight);
+    slot.set(src);
+    armed
+}
+
 /// Patched (PATCHED.md, 7): whether a source's latency is collected (its
 /// `StatsCollection` has a `latency` function). Only then are the queued,
 /// submitted and fulfilled times read; upstream read the clock for every
@@ -1792,8 +1801,7 @@ impl Reactor {
         // across sleeps until it fires. Upstream made a new one for every
         // sleep and cancelled it after: two more SQEs and one more
         // `io_uring_enter` per wake-up.
-        if let Some(armed) = self.link_rings_src.take().filter(Source::in_flight) {
-            self.link_rings_src.set(Some(armed));
+        if in_flight(&self.link_rings_src) {
             return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
         }
         let link_rings = Source::new(
@@ -1893,13 +1901,7 @@ impl Reactor {
         // nearer deadline is wanted, the throughput timer until it fires.
         // Either firing early only preempts a task queue early (or wakes a
         // sleeper once), which the loop already handles.
-        let throughput_armed = {
-            let src = self.throughput_preemption_timeout_src.take();
-            let armed = src.as_ref().is_some_and(Source::in_flight);
-            self.throughput_preemption_timeout_src.set(src);
-            armed
-        };
-        if !throughput_armed {
+        if !in_flight(&self.throughput_preemption_timeout_src) {
             self.throughput_preemption_timeout_src.replace(Some(
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
@@ -1948,7 +1950,7 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    let timer_armed = self.latency_timer_in_flight();
+                    let timer_armed = in_flight(&self.latency_preemption_timeout_src);
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
@@ -1960,8 +1962,9 @@ impl Reactor {
                     // alone, the executor is idle; arming the timer again
                     // at the next turn would wake it every
                     // `preempt_timer_duration` for as long as it stays idle.
+                    let timer_fired = !in_flight(&self.latency_preemption_timeout_src);
                     self.idle_wake
-                        .set(timer_armed && !self.latency_timer_in_flight() && woke_after == 0);
+                        .set(timer_armed && timer_fired && woke_after == 0);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1987,21 +1990,11 @@ impl Reactor {
         Ok(should_sleep)
     }
 
-    /// Patched (PATCHED.md, 6): whether the latency timer is armed.
-    fn latency_timer_in_flight(&self) -> bool {
-        let src = self.latency_preemption_timeout_src.take();
-        let armed = src.as_ref().is_some_and(Source::in_flight);
-        self.latency_preemption_timeout_src.set(src);
-        armed
-    }
-
     /// Patched (PATCHED.md, 6): drops the latency timer's source once its
     /// completion has been consumed.
     fn forget_fired_latency_timer(&self) {
-        let src = self.latency_preemption_timeout_src.take();
-        if src.as_ref().is_some_and(Source::in_flight) {
-            self.latency_preemption_timeout_src.set(src);
-        } else {
+        if !in_flight(&self.latency_preemption_timeout_src) {
+            self.latency_preemption_timeout_src.take();
             self.latency_preemption_deadline.set(None);
         }
     }
