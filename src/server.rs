@@ -35,7 +35,6 @@ pub struct Server {
     reloads: Vec<std::sync::mpsc::SyncSender<Arc<Namespaces>>>,
     /// A shard's word that it put a reloaded table in force.
     reloaded: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-    reloaded_tx: std::sync::mpsc::Sender<()>,
     executors: Vec<ExecutorJoinHandle<()>>,
     /// The backplane's thread, in a cluster; stopped after the shards.
     bridge: Option<Bridge>,
@@ -94,7 +93,6 @@ impl Server {
             control: Vec::with_capacity(shards),
             reloads: Vec::with_capacity(shards),
             reloaded: std::sync::Mutex::new(reloaded_rx),
-            reloaded_tx,
             executors: Vec::with_capacity(shards),
             bridge: None,
             cluster: cluster.clone(),
@@ -115,7 +113,7 @@ impl Server {
                 listener,
                 control: theirs,
                 reloads: reload_rx,
-                reloaded: server.reloaded_tx.clone(),
+                reloaded: reloaded_tx.clone(),
                 metrics_listener: metrics_listener.take().filter(|_| index == 0),
                 senders: std::mem::take(&mut senders[index]),
                 receivers: std::mem::take(&mut receivers[index]),
