@@ -203,11 +203,15 @@ impl Wire for Itty {
 /// `"message":[<publisher>,<seq>,<scheduled_ns>,"<padding>"]}`. The exact
 /// spot (from `payload_len`) is tried first; otherwise the last
 /// `"message":[` is searched from the end.
+///
+/// The key's `[` is the payload's first byte, so the key starts
+/// `payload_len + MESSAGE_KEY.len()` bytes from the end (`- 1 + 1`: the
+/// shared `[`, the closing `}`).
 #[inline]
 pub fn find_stamp(frame: &[u8], payload_len: usize) -> Option<(u64, u64, u64)> {
     let at = frame
         .len()
-        .checked_sub(payload_len + 1 + MESSAGE_KEY.len())
+        .checked_sub(payload_len + MESSAGE_KEY.len())
         .filter(|&i| frame[i..].starts_with(MESSAGE_KEY))
         .or_else(|| {
             frame
@@ -305,6 +309,18 @@ mod tests {
         let nested = br#"{"id":"a","date":1,"message":[1,"message":[2,3,4,"x"]}"#;
         assert_eq!(find_stamp(nested, 0), Some((2, 3, 4)));
         assert_eq!(find_stamp(br#"{"message":{"a":1}}"#, 5), None);
+    }
+
+    /// The exact spot is where the payload starts: a second key further on
+    /// (not JSON, but what the search from the end would take) is not read.
+    #[test]
+    fn finds_the_stamp_at_the_exact_spot() {
+        let payload = br#"[3,17,123456789,"x","message":[9,9,9,"y"]"#;
+        let mut f = br#"{"id":"a","uid":"b","date":1,"message":"#.to_vec();
+        f.extend_from_slice(payload);
+        f.push(b'}');
+        assert_eq!(find_stamp(&f, payload.len()), Some((3, 17, 123456789)));
+        assert_eq!(find_stamp(&f, payload.len() + 1), Some((9, 9, 9)));
     }
 
     #[test]
