@@ -27,6 +27,11 @@ pub struct SweepArgs {
     /// Most steps in all.
     #[arg(long, default_value_t = 12)]
     pub sweep_steps: usize,
+    /// Runs a step that failed this many times more at the same rate; it
+    /// holds if any run held. On a shared host a stall of a few seconds
+    /// fails a step a server sustains; every server gets the same retries.
+    #[arg(long, default_value_t = 0)]
+    pub sweep_retries: usize,
 }
 
 impl SweepArgs {
@@ -50,6 +55,9 @@ pub struct Step {
     pub held: bool,
     /// Why it did not hold ("" when it did).
     pub why: String,
+    /// Why each earlier run at this rate failed (`--sweep-retries`); `key`
+    /// is the last run's.
+    pub retried: Vec<String>,
 }
 
 /// Whether a step's figures held.
@@ -76,6 +84,12 @@ pub fn verdict(key: &KeyFigures, p99_max_ms: f64) -> (bool, String) {
         why.push("generator stalled".to_owned());
     }
     (why.is_empty(), why.join(", "))
+}
+
+/// Whether a step's runs are over: its last run held, or the `retried`
+/// runs before it used up `--sweep-retries`.
+pub fn step_done(held: bool, retried: usize, args: &SweepArgs) -> bool {
+    held || retried >= args.sweep_retries
 }
 
 /// The next rate to try, or `None` when the sweep is over.
@@ -150,10 +164,11 @@ pub fn table(steps: &[Step], rate_name: &str) -> String {
                     busy
                 },
                 fmt_opt(s.key.relay_cpu_s_per_million, 2),
-                if s.held {
-                    "held".to_owned()
-                } else {
-                    format!("failed: {}", s.why)
+                match (s.held, s.retried.len()) {
+                    (true, 0) => "held".to_owned(),
+                    (true, n) => format!("held at run {}", n + 1),
+                    (false, 0) => format!("failed: {}", s.why),
+                    (false, n) => format!("failed {} runs, last: {}", n + 1, s.why),
                 },
             ]
         })
@@ -185,6 +200,8 @@ pub fn steps_json(steps: &[Step]) -> Value {
                     "relay_compressions_per_message": s.key.compressions_per_message,
                     "held": s.held,
                     "why": s.why,
+                    "runs": s.retried.len() + 1,
+                    "retried_why": s.retried,
                 })
             })
             .collect(),
@@ -202,6 +219,7 @@ mod tests {
             sweep_factor: 2.0,
             sweep_refine: 2,
             sweep_steps: 12,
+            sweep_retries: 0,
         }
     }
 
@@ -211,6 +229,7 @@ mod tests {
             key: KeyFigures::default(),
             held,
             why: String::new(),
+            retried: Vec::new(),
         }
     }
 
@@ -238,6 +257,16 @@ mod tests {
         let failed_first = vec![step(100.0, false)];
         assert_eq!(next_rate(&failed_first, &args()), None);
         assert!(best(&failed_first).is_none());
+    }
+
+    #[test]
+    fn a_failed_step_runs_again_as_often_as_asked() {
+        let mut a = args();
+        assert!(step_done(false, 0, &a), "no retries by default");
+        a.sweep_retries = 1;
+        assert!(!step_done(false, 0, &a));
+        assert!(step_done(false, 1, &a));
+        assert!(step_done(true, 0, &a));
     }
 
     #[test]
@@ -270,5 +299,8 @@ mod tests {
         let t = table(&[step(50.0, true), s], "rate msg/s");
         assert_eq!(t.lines().count(), 4);
         assert!(t.contains("failed: lost 1"));
+        let mut retried = step(200.0, true);
+        retried.retried = vec!["p99 90.0 ms > 50 ms".into()];
+        assert!(table(&[retried], "rate msg/s").contains("held at run 2"));
     }
 }

@@ -451,35 +451,46 @@ fn sweep_steps(s: &Scenario, prefix: &str) -> anyhow::Result<Swept> {
     let mut knob = s.rate;
     loop {
         let n = swept.steps.len() + 1;
-        eprintln!("--- sweep step {n}: {knob} {}", s.rate_name);
-        let step_prefix = format!("{prefix}-s{n}");
-        let (summary, seconds) = run_once(s, knob, &step_prefix)?;
-        let (held, why) = sweep::verdict(&summary.key, s.sweep.p99_max_ms);
-        eprintln!(
-            "--- step {n}: {knob} {} -> deliveries/s {}, p99 {} ms: {}",
-            s.rate_name,
-            summary
-                .key
-                .deliveries_per_s
-                .map_or("-".into(), |d| format!("{d:.0}")),
-            summary.key.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
-            if held {
-                "held".to_owned()
-            } else {
-                format!("failed ({why})")
+        let mut retried = Vec::new();
+        let (summary, held, why) = loop {
+            let run = retried.len() + 1;
+            eprintln!("--- sweep step {n}, run {run}: {knob} {}", s.rate_name);
+            let step_prefix = format!("{prefix}-s{n}r{run}");
+            let (summary, seconds) = run_once(s, knob, &step_prefix)?;
+            let (held, why) = sweep::verdict(&summary.key, s.sweep.p99_max_ms);
+            eprintln!(
+                "--- step {n}, run {run}: {knob} {} -> deliveries/s {}, p99 {} ms: {}",
+                s.rate_name,
+                summary
+                    .key
+                    .deliveries_per_s
+                    .map_or("-".into(), |d| format!("{d:.0}")),
+                summary.key.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
+                if held {
+                    "held".to_owned()
+                } else {
+                    format!("failed ({why})")
+                }
+            );
+            let len = seconds.last().map_or(0.0, |x| x.sec as f64);
+            let label = format!("{}", crate::report::round3(knob));
+            swept.series.push((offset, label, seconds));
+            offset += len + 1.0;
+            swept.notes.extend(summary.notes.iter().cloned());
+            if sweep::step_done(held, retried.len(), s.sweep) {
+                break (summary, held, why);
             }
-        );
-        let len = seconds.last().map_or(0.0, |x| x.sec as f64);
-        let label = format!("{}", crate::report::round3(knob));
-        swept.series.push((offset, label, seconds));
-        offset += len + 1.0;
+            retried.push(why);
+            // Let the relay close the failed run's connections.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        };
         swept.steps.push(Step {
             rate: knob,
             key: summary.key.clone(),
             held,
             why,
+            retried,
         });
-        swept.notes.extend(summary.notes.iter().cloned());
         swept.last_report = Some(summary.report);
         match sweep::next_rate(&swept.steps, s.sweep) {
             Some(next) => knob = next,
