@@ -1089,20 +1089,34 @@ impl SleepableRing {
     }
 
     /// Patched (PATCHED.md, 6): waits for a completion when the poll that
-    /// links the rings is already in the kernel.
+    /// links the rings is already in the kernel. Patched (8): the SQEs
+    /// `prepare_submissions` left go in with the same `io_uring_enter`; one
+    /// that completes at once ends the sleep at once.
     fn sleep_linked(&mut self) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        self.ring
-            .cq()
-            .wait(1)
-            .map(|_| 1)
-            .or_else(Reactor::busy_ok)
-            .or_else(Reactor::again_ok)
-            .or_else(Reactor::intr_ok)
+        match self.ring.submit_sqes_and_wait(1) {
+            Ok(submitted) => {
+                self.in_kernel += submitted as usize;
+                Ok(1)
+            }
+            Err(e) => Reactor::busy_ok(e)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok),
+        }
+    }
+
+    /// Patched (PATCHED.md, 8): turns the queued requests into SQEs without
+    /// entering the kernel (unless the SQ is full: then they are submitted),
+    /// so that a sleep that follows submits them in its own call.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
+    /// Patched (PATCHED.md, 8): `can_sleep`, with SQEs prepared and not yet
+    /// submitted allowed (the sleep submits them).
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
     }
 
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
@@ -1804,6 +1818,17 @@ impl Reactor {
         if in_flight(&self.link_rings_src) {
             return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
         }
+        // Patched (PATCHED.md, 8): `sleep` checks that its own SQE went in
+        // alone, so what `wait` prepared goes first; if it cannot, no sleep.
+        if ring.waiting_kernel_submission() > 0 {
+            ring.submit_sqes()
+                .or_else(Self::busy_ok)
+                .or_else(Self::again_ok)
+                .or_else(Self::intr_ok)?;
+            if ring.waiting_kernel_submission() > 0 {
+                return Ok(());
+            }
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1821,6 +1846,38 @@ impl Reactor {
         self.main_ring.borrow_mut().poll(woke)?;
         self.latency_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
+        Ok(())
+    }
+
+    /// Patched (PATCHED.md, 8): `poll_io` for an executor about to park
+    /// (it does not spin first): the main ring's new requests are prepared
+    /// and left for the sleep in `wait` to submit, unless this finds work,
+    /// which runs user code first: then they are submitted here.
+    pub(crate) fn poll_io_before_park(&self, woke: &mut usize) -> io::Result<()> {
+        self.poll_ring.borrow_mut().poll(woke)?;
+        {
+            let mut main_ring = self.main_ring.borrow_mut();
+            main_ring
+                .consume_cancellation_queue()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+            main_ring
+                .prepare_submissions()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+            main_ring.consume_completion_queue(woke);
+        }
+        self.latency_ring.borrow_mut().poll(woke)?;
+        *woke += self.flush_syscall_thread();
+        Ok(())
+    }
+
+    /// Patched (PATCHED.md, 8): submits what `poll_io_before_park` left.
+    pub(crate) fn submit_main(&self) -> io::Result<()> {
+        let mut main_ring = self.main_ring.borrow_mut();
+        flush_rings!(main_ring)?;
         Ok(())
     }
 
@@ -1915,7 +1972,17 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // Patched (PATCHED.md, 8): the main ring's SQEs are only prepared
+        // here. A sleep submits them in its own `io_uring_enter` (upstream
+        // entered the kernel once for them and once more to sleep: the
+        // poll a reader re-arms at every wake-up); otherwise they are
+        // submitted below, before this returns.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring
+            .prepare_submissions()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1923,7 +1990,7 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         if should_sleep {
@@ -1970,6 +2037,8 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         }
+        // Patched (PATCHED.md, 8): whatever no sleep submitted.
+        flush_rings!(main_ring)?;
 
         if let Some(preempt) = preempt_timer() {
             // Patched (PATCHED.md, 6): not after an idle wake-up (above);
