@@ -461,7 +461,8 @@ fn an_idle_relay_sleeps_between_its_sweeps() {
     // A shard with nothing to do wakes for its timers only: the liveness
     // sweep (SWEEP_INTERVAL_MS, once a second). A runtime whose own
     // preemption timer outlived a turn woke an idle shard every 100 ms
-    // (vendor/glommio/PATCHED.md, 6); allow a few more than the sweeps.
+    // (a version of vendor/glommio/PATCHED.md 6, since reverted); allow a
+    // few more than the sweeps.
     const WINDOW: Duration = Duration::from_secs(3);
     const SLEEPS_PER_SHARD_PER_SEC_MAX: u64 = 4;
     let process = spawn_relay(&[]);

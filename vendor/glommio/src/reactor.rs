@@ -858,21 +858,6 @@ impl Reactor {
         Ok(woke > 0)
     }
 
-    /// Patched (PATCHED.md, 8): `spin_poll_io` for an executor that parks
-    /// without spinning when this finds nothing: the main ring's new
-    /// requests go in with the sleep (one `io_uring_enter`, not two), and
-    /// are submitted here if it finds work instead.
-    pub(crate) fn poll_io_before_park(&self) -> io::Result<bool> {
-        let mut woke = 0;
-        self.sys.poll_io_before_park(&mut woke)?;
-        woke += self.process_timers().1;
-        woke += self.process_shared_channels();
-        if woke > 0 {
-            self.sys.submit_main()?;
-        }
-        Ok(woke > 0)
-    }
-
     fn process_external_events(&self) -> (Option<Duration>, usize) {
         let (next_timer, mut woke) = self.process_timers();
         woke += self.process_shared_channels();

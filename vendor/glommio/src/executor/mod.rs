@@ -1493,15 +1493,6 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
-                    } else if spin_before_park.is_zero() {
-                        // Patched (PATCHED.md, 8): no spinning, so what
-                        // the tasks queued goes in with the sleep.
-                        if !this.reactor.poll_io_before_park().unwrap() {
-                            this.parker
-                                .park()
-                                .expect("Failed to park! This is actually pretty bad!");
-                        }
-                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
