@@ -36,8 +36,9 @@
 # (the Node relay at 5,000 members: one step, its setup takes minutes); one
 # sweep is cut at 240 s, and once 50 min have passed the remaining runs are
 # skipped (and marked so). 17 sweeps took about 20-25 min here; four
-# scenarios, four peers and three rounds about 32 min without the reruns. `connect` is one closed-loop run per
-# peer: 32 workers, each connecting, joining and closing in turn, for 5 s.
+# scenarios, four peers and three rounds about 32 min without the reruns,
+# 44 min with them. `connect` is one closed-loop run per peer: 32 workers,
+# each connecting, joining and closing in turn, for 5 s.
 #
 # The uWebSockets peers (uws, uws-raw) are built from checkouts the user
 # cloned: UWS_SRC=path/to/uWebSockets [USOCKETS_SRC=path/to/uSockets]
