@@ -458,7 +458,9 @@ fn record_stats<Ring: UringCommon>(
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    src.wakers.fulfilled_at = Some(Instant::now());
+    if wants_latency(src) {
+        src.wakers.fulfilled_at = Some(Instant::now());
+    }
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -498,13 +500,29 @@ fn peek_one_chain(queue: &VecDeque<UringDescriptor>, ring_size: usize) -> Option
     Some(0..chain + 1)
 }
 
+/// Patched (PATCHED.md, 6): whether the source kept in `slot` is still with
+/// its ring.
+fn in_flight(slot: &Cell<Option<Source>>) -> bool {
+    let src = slot.take();
+    let armed = src.as_ref().is_some_and(Source::in_flight);
+    slot.set(src);
+    armed
+}
+
+/// Patched (PATCHED.md, 7): whether a source's latency is collected (its
+/// `StatsCollection` has a `latency` function). Only then are the queued,
+/// submitted and fulfilled times read; upstream read the clock for every
+/// request, and once per ring flush even with nothing to submit.
+fn wants_latency(src: &InnerSource) -> bool {
+    src.stats_collection.is_some_and(|s| s.latency.is_some())
+}
+
 // Extract a chain of events from the queue.
 // The chain be empty if the sources were cancelled
 fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
-    now: Instant,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -512,7 +530,9 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    x.wakers.submitted_at = Some(now);
+                    if wants_latency(&x) {
+                        x.wakers.submitted_at = Some(Instant::now());
+                    }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -872,11 +892,9 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1070,6 +1088,23 @@ impl SleepableRing {
         }
     }
 
+    /// Patched (PATCHED.md, 6): waits for a completion when the poll that
+    /// links the rings is already in the kernel.
+    fn sleep_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1109,7 +1144,18 @@ impl SleepableRing {
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
                 // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                //
+                // Patched (PATCHED.md, 9): the no-op keeps the link's
+                // `user_data` (`io_uring_prep_nop` zeroes it), so that its
+                // completion hands the link's source back as the poll's
+                // would have. Zeroed, the source stayed "in flight" for
+                // good, and patch 6, which keeps an armed link poll across
+                // sleeps, then slept without one: deaf to the latency ring,
+                // so to other executors' wake-ups and to its own timers.
+                unsafe {
+                    crate::uring_sys::io_uring_prep_nop(sqe_ptr);
+                    (*sqe_ptr).user_data = op.user_data;
+                }
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
@@ -1213,11 +1259,9 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1248,9 +1292,18 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// Patched (PATCHED.md, 6): when the latency timer above fires, so that
+    /// one still armed is kept rather than replaced at every loop turn.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    /// Patched (PATCHED.md, 6): the last sleep was ended by the latency
+    /// timer alone, so the next turn does not arm it again.
+    idle_wake: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    /// Patched (PATCHED.md, 6): the poll on the latency ring's fd, in the
+    /// main ring, that wakes a sleeping executor; kept until it fires.
+    link_rings_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1379,9 +1432,12 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            idle_wake: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_rings_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1752,6 +1808,13 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        // Patched (PATCHED.md, 6): the poll that links the rings stays armed
+        // across sleeps until it fires. Upstream made a new one for every
+        // sleep and cancelled it after: two more SQEs and one more
+        // `io_uring_enter` per wake-up.
+        if in_flight(&self.link_rings_src) {
+            return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1759,7 +1822,9 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        slept
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1840,22 +1905,21 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // Patched (PATCHED.md, 6): upstream cancelled the latency timer and
+        // replaced the throughput timer here at every loop turn, three to
+        // five SQEs and two or three `io_uring_enter` per turn. A timer
+        // still armed is now kept: the latency timer until it fires or a
+        // nearer deadline is wanted, the throughput timer until it fires.
+        // Either firing early only preempts a task queue early (or wakes a
+        // sleeper once), which the loop already handles.
+        if !in_flight(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1877,9 +1941,9 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if self.arm_latency_timer(&mut lat_ring, dur) {
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1897,12 +1961,21 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
+                    let timer_armed = in_flight(&self.latency_preemption_timeout_src);
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    let mut woke_after = 0;
+                    flush_cancellations!(into &mut woke_after; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    consume_rings!(into &mut woke_after; lat_ring, poll_ring, main_ring);
+                    // Patched (PATCHED.md, 6): woken by the latency timer
+                    // alone, the executor is idle; arming the timer again
+                    // at the next turn would wake it every
+                    // `preempt_timer_duration` for as long as it stays idle.
+                    let timer_fired = !in_flight(&self.latency_preemption_timeout_src);
+                    self.idle_wake
+                        .set(timer_armed && timer_fired && woke_after == 0);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1910,9 +1983,12 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // Patched (PATCHED.md, 6): not after an idle wake-up (above);
+            // the next one that brings work arms it.
+            if !self.idle_wake.replace(false) {
+                self.arm_latency_timer(&mut lat_ring, preempt);
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1923,6 +1999,35 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Patched (PATCHED.md, 6): drops the latency timer's source once its
+    /// completion has been consumed.
+    fn forget_fired_latency_timer(&self) {
+        if !in_flight(&self.latency_preemption_timeout_src) {
+            self.latency_preemption_timeout_src.take();
+            self.latency_preemption_deadline.set(None);
+        }
+    }
+
+    /// Patched (PATCHED.md, 6): makes sure the latency ring has a timer that
+    /// fires no later than `dur` from now. One already armed that fires
+    /// sooner is kept; one that fires later is replaced. Returns whether a
+    /// new timer was queued.
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> bool {
+        self.forget_fired_latency_timer();
+        let now = Instant::now();
+        let wanted = now.checked_add(dur);
+        if let (Some(armed), Some(wanted)) = (self.latency_preemption_deadline.get(), wanted) {
+            if armed <= wanted {
+                return false;
+            }
+        }
+        // Dropping the old source (if any) queues its removal.
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+        self.latency_preemption_deadline.set(wanted);
+        true
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
@@ -2027,7 +2132,12 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
+    {
+        let mut inner = source.inner.borrow_mut();
+        if wants_latency(&inner) {
+            inner.wakers.queued_at = Some(Instant::now());
+        }
+    }
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
