@@ -1326,20 +1326,19 @@ impl LocalExecutor {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
                 // Patched (PATCHED.md, 10): preempted before a queue ran is
-                // not "nothing to run". Upstream returned false here, and
-                // the loop then parked with tasks runnable: a latency-ring
-                // completion landing between `poll_io` and this check (a
-                // timer firing) put the executor to sleep with work queued
-                // until some other event came, for good if none did.
+                // not "nothing to run". Upstream returned `ran`, false here,
+                // and the loop then parked with tasks runnable: a
+                // latency-ring completion landing between `poll_io` and
+                // this check (a timer firing) put the executor to sleep
+                // with work queued until some other event came, for good
+                // if none did.
                 return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
-            } else {
-                ran = true;
             }
+            ran = true;
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

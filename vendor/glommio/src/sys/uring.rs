@@ -1809,9 +1809,9 @@ impl Reactor {
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         // Patched (PATCHED.md, 6): the poll that links the rings stays armed
-        // across sleeps until it fires. Upstream made a new one for every
-        // sleep and cancelled it after: two more SQEs and one more
-        // `io_uring_enter` per wake-up.
+        // across sleeps until it fires. Upstream made and submitted a new
+        // one for every sleep: one more `io_uring_enter` per wake-up. Patch
+        // 9 (in `sleep`) keeps "in flight" true only while it is.
         if in_flight(&self.link_rings_src) {
             return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
         }
@@ -1910,8 +1910,9 @@ impl Reactor {
         // five SQEs and two or three `io_uring_enter` per turn. A timer
         // still armed is now kept: the latency timer until it fires or a
         // nearer deadline is wanted, the throughput timer until it fires.
-        // Either firing early only preempts a task queue early (or wakes a
-        // sleeper once), which the loop already handles.
+        // A kept timer fires at any point of the loop; patch 10
+        // (`run_task_queues`) keeps one that fires before the task queues
+        // run from sending the executor to sleep with work queued.
         if !in_flight(&self.throughput_preemption_timeout_src) {
             self.throughput_preemption_timeout_src.replace(Some(
                 main_ring.prepare_throughput_preemption_timer(
