@@ -1,7 +1,8 @@
 //! The shard's reader: one task reads every joined plain connection of its
 //! shard, as uWebSockets' event loop does. The sockets are registered in
 //! one epoll instance (level-triggered); glommio waits for that instance to
-//! become readable (one io_uring poll for the whole shard); the task then
+//! become readable (one multishot io_uring poll for the whole shard, armed
+//! once); the task then
 //! takes the ready sockets from `epoll_wait` and reads each once, into the
 //! shard's shared buffer, handling what it read there (`conn::inbound`).
 //!
@@ -13,8 +14,9 @@
 //! of its own (`session::close_read`), on the socket itself.
 //!
 //! glommio 0.9 has no readiness API for a descriptor it does not wrap; the
-//! patched copy (vendor/glommio/PATCHED.md, change 5) adds
-//! `glommio::net::wait_readable` and `TcpStream`'s `IntoRawFd`.
+//! patched copy (vendor/glommio/PATCHED.md, changes 5 and 11) adds
+//! `glommio::net::wait_readable`, `glommio::net::ReadableWatch` and
+//! `TcpStream`'s `IntoRawFd`.
 
 use super::handle::ConnHandle;
 use super::inbound::Inbound;
@@ -156,34 +158,43 @@ impl Reader {
     }
 
     /// Reads a ready connection once and handles what came; an end is
-    /// recorded on the connection (the flush task releases it).
-    fn read_ready(&self, shard: &Shard, slot: u32) {
+    /// recorded on the connection (the flush task releases it). Returns
+    /// whether the read filled its buffer (more may be waiting).
+    fn read_ready(&self, shard: &Shard, slot: u32) -> bool {
         let mut table = self.table.borrow_mut();
         let Some(r) = table.get_mut(slot) else {
-            return;
+            return false;
         };
         if r.conn.ended().is_some() {
-            return;
+            return false;
         }
         let fd = r.socket.as_raw_fd();
+        let mut full = false;
         let outcome = match r.inbound.carry_room(shard) {
             None => {
                 let mut shared = shard.read_buffer().borrow_mut();
                 match recv(fd, &mut shared) {
-                    Ok(n) => r
-                        .inbound
-                        .received_shared(shard, &r.conn, &mut shared[..n])
-                        .map(|()| n),
-                    Err(None) => return,
+                    Ok(n) => {
+                        full = n == shared.len();
+                        r.inbound
+                            .received_shared(shard, &r.conn, &mut shared[..n])
+                            .map(|()| n)
+                    }
+                    Err(None) => return false,
                     Err(Some(reason)) => Err(reason),
                 }
             }
             Some((start, room)) => match recv(fd, room) {
-                Ok(n) => r
-                    .inbound
-                    .received_carried(shard, &r.conn, start, n)
-                    .map(|()| n),
-                Err(None) => return r.inbound.unread(start),
+                Ok(n) => {
+                    full = n == room.len();
+                    r.inbound
+                        .received_carried(shard, &r.conn, start, n)
+                        .map(|()| n)
+                }
+                Err(None) => {
+                    r.inbound.unread(start);
+                    return false;
+                }
                 Err(Some(reason)) => Err(reason),
             },
         };
@@ -196,6 +207,7 @@ impl Reader {
                 r.conn.end(reason);
             }
         }
+        full
     }
 
     /// Hands an ended connection back: out of epoll, then closed in a task
@@ -229,26 +241,40 @@ pub async fn run(shard: Rc<Shard>) {
     let reader = shard.reader();
     let epoll = reader.epoll.as_raw_fd();
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; READY_EVENTS_MAX];
+    // The runtime's wait: one multishot poll on the epoll set, armed once,
+    // woken by every socket's new data; no request submitted per wake-up.
+    let mut watch = glommio::net::ReadableWatch::new(epoll);
     let mut direct_rounds = 0;
     let mut last = 0;
+    // Whether sockets may still be readable with no new wake-up coming: the
+    // last round left some unread (a full read, a congested forward link,
+    // more ready than one round takes).
+    let mut left = false;
     loop {
         // Backpressure: read no more while a forward queue is congested.
         shard.forward_room().await;
         // While busy, the sockets are polled again after each round (one
-        // `epoll_wait`, no runtime turn); the runtime's wait (an io_uring
-        // poll armed, reaped and woken) once nothing was ready, after a
-        // round of fewer than `DIRECT_ROUND_READY_MIN` sockets (light load:
-        // the direct poll would mostly find none, one call wasted per
-        // wake-up), or after `DIRECT_ROUNDS_MAX` rounds, so its own
-        // completions (accepts, timers, the links) are reaped no later.
+        // `epoll_wait`, no runtime turn); the runtime's wait once nothing
+        // was ready, after a round of fewer than `DIRECT_ROUND_READY_MIN`
+        // sockets (light load: the direct poll would mostly find none, one
+        // call wasted per wake-up), or after `DIRECT_ROUNDS_MAX` rounds, so
+        // its own completions (accepts, timers, the links) are reaped no
+        // later. The watch sees new data only: with some left unread, the
+        // runtime's wait is a poll of the set's level (`wait_readable`).
         let mut n = 0;
-        if direct_rounds < DIRECT_ROUNDS_MAX && last >= DIRECT_ROUND_READY_MIN {
+        if direct_rounds < DIRECT_ROUNDS_MAX && (left || last >= DIRECT_ROUND_READY_MIN) {
             n = wait(epoll, &mut ready);
             direct_rounds += 1;
+            left &= n > 0;
         }
         if n == 0 {
             direct_rounds = 0;
-            if let Err(e) = glommio::net::wait_readable(epoll).await {
+            let waited = if left {
+                glommio::net::wait_readable(epoll).await
+            } else {
+                watch.readable().await
+            };
+            if let Err(e) = waited {
                 tracing::warn!(error = %e, "waiting for readable sockets failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
@@ -256,11 +282,13 @@ pub async fn run(shard: Rc<Shard>) {
             n = wait(epoll, &mut ready);
         }
         last = n;
+        left = n == READY_EVENTS_MAX;
         for event in &ready[..n] {
             if !shard.has_forward_room() {
-                break; // level-triggered: the rest come back next turn
+                left = true; // level-triggered: the rest come back next turn
+                break;
             }
-            reader.read_ready(&shard, event.u64 as u32);
+            left |= reader.read_ready(&shard, event.u64 as u32);
         }
         // Let this round's flush and the other tasks run first.
         futures_lite::future::yield_now().await;

@@ -209,5 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// Patched (PATCHED.md, 11): `IORING_CQE_F_MORE`, kept instead of
+        /// truncated away: a multishot request stays armed.
+        const MORE            = 1 << 1;
     }
 }

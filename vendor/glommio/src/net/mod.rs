@@ -114,6 +114,44 @@ pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
     source.collect_rw().await.map(drop)
 }
 
+/// Patched (PATCHED.md, change 11): `fd`'s readability as a run of
+/// wake-ups through one multishot io_uring poll, which stays armed between
+/// them (no request to submit per wait). It is woken by the descriptor's
+/// readiness wake-ups, not by its level: readiness that is left unconsumed
+/// wakes it no more, so the caller waits on it only once it has taken what
+/// was ready (for anything left, `wait_readable` polls the level).
+#[derive(Debug)]
+pub struct ReadableWatch {
+    fd: RawFd,
+    source: Option<crate::sys::Source>,
+}
+
+impl ReadableWatch {
+    /// Watches `fd`; the poll is armed at the first wait.
+    pub fn new(fd: RawFd) -> Self {
+        Self { fd, source: None }
+    }
+
+    /// Resolves once `fd` had a readiness wake-up since the previous wait
+    /// resolved (or was readable when the poll was armed).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        futures_lite::future::poll_fn(|cx| {
+            let source = self.source.get_or_insert_with(|| {
+                crate::executor().reactor().poll_read_ready_multishot(self.fd)
+            });
+            if let Some(result) = source.take_result() {
+                if !source.in_flight() {
+                    self.source = None; // ended by the kernel: armed again next wait
+                }
+                return std::task::Poll::Ready(result.map(drop));
+            }
+            source.add_waiter_single(cx.waker());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Patched (PATCHED.md, change 5): resolves once `fd` is writable (or hung
 /// up), through one io_uring poll.
 pub async fn wait_writable(fd: RawFd) -> io::Result<()> {

@@ -287,9 +287,16 @@ impl Source {
         self.inner.borrow_mut().wakers.waiters.push(waker)
     }
 
+    /// Patched (PATCHED.md, 11): the latest result, taken: a multishot
+    /// request's next completion sets a new one.
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        let mut inner = self.inner.borrow_mut();
+        inner.wakers.result.take().map(|x| OsResult::from(&x).into())
+    }
+
     /// Patched (PATCHED.md, 6): whether the request is still with the ring
     /// (queued or submitted, its completion not yet consumed).
-    pub(super) fn in_flight(&self) -> bool {
+    pub(crate) fn in_flight(&self) -> bool {
         self.inner.borrow().enqueued.is_some()
     }
 

@@ -57,6 +57,7 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +275,10 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                sqe.raw_mut().len |= IORING_POLL_ADD_MULTI;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -553,12 +558,16 @@ fn extract_one_chain(
         .collect()
 }
 
+/// Patched (PATCHED.md, 11): returns `(woke, ended)`. A completion flagged
+/// `IORING_CQE_F_MORE` (a multishot request that stays armed) leaves its
+/// source in the map and the request in the kernel (`ended` false); every
+/// other completion consumes its source, as upstream.
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<(bool, bool)>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -566,12 +575,16 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some((false, true));
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        let id = from_user_data(value.user_data());
+        let more = value.flags().contains(iou::cqe::CompletionFlags::MORE);
+        let src = if more {
+            source_map.borrow()[id].clone()
+        } else {
+            source_map.borrow_mut().consume_source(id)
+        };
 
         let result = value.result();
 
@@ -582,10 +595,13 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some((woke, !more));
     }
     None
 }
+
+/// `io_uring_sqe.len` flag of a poll that stays armed (Linux 5.13).
+const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
 
 type SourceMap = FreeList<Pin<Rc<RefCell<InnerSource>>>>;
 pub(crate) type SourceId = Idx<Pin<Rc<RefCell<InnerSource>>>>;
@@ -884,9 +900,11 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, ended)| {
+            if ended {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1251,9 +1269,11 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, ended)| {
+            if ended {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1528,6 +1548,19 @@ impl Reactor {
 
     pub(crate) fn poll_ready(&self, source: &Source, flags: PollFlags) {
         let op = UringOpDescriptor::PollAdd(flags);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// Patched (PATCHED.md, 11): a poll that stays armed, completing at
+    /// every readiness wake-up of `source`'s descriptor until cancelled or
+    /// ended by the kernel (a completion without `IORING_CQE_F_MORE`).
+    pub(crate) fn poll_ready_multishot(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
