@@ -335,10 +335,10 @@ impl Writer {
 /// batch, gathered.
 fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize> {
     let queue = conn.queue().borrow();
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; WRITE_BATCH_FRAMES];
+    // Left uninitialised: zeroing 64 vectors (1 KiB) was a `memset` per
+    // send, 2% of the shard's user time at light load; only the first
+    // `count` are written and read.
+    let mut iov = [const { std::mem::MaybeUninit::<libc::iovec>::uninit() }; WRITE_BATCH_FRAMES];
     let mut count = 0;
     let mut total = 0;
     for (i, frame) in queue.iter().take(WRITE_BATCH_FRAMES).enumerate() {
@@ -347,16 +347,21 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
         } else {
             &frame[..]
         };
-        iov[i] = libc::iovec {
+        iov[i].write(libc::iovec {
             iov_base: bytes.as_ptr() as *mut libc::c_void,
             iov_len: bytes.len(),
-        };
+        });
         count += 1;
         total += bytes.len();
     }
     if count == 0 {
         return Ok(0);
     }
+    // SAFETY: the first `count` were written above.
+    let iov = unsafe {
+        &mut *(&mut iov[..count] as *mut [std::mem::MaybeUninit<libc::iovec>]
+            as *mut [libc::iovec])
+    };
     // Small frames are copied into one buffer and go by one `sendto`, as
     // uWebSockets corks them: the kernel's per-segment cost of a vector
     // (`import_iovec`, one `copy_from_iter` per frame) is more than the
@@ -366,7 +371,7 @@ fn send_gathered(conn: &ConnHandle, fd: std::os::fd::RawFd) -> io::Result<usize>
         Some((iov[0].iov_base as *const u8, iov[0].iov_len))
     } else if total <= SEND_PACKED_BYTES_MAX {
         let mut at = 0;
-        for v in &iov[..count] {
+        for v in iov.iter() {
             // SAFETY: each iovec is a live slice of the queue; `total`
             // bytes fit in `packed`, which does not overlap the queue.
             unsafe {

@@ -95,8 +95,20 @@ impl<'ring> SubmissionQueue<'ring> {
         }
     }
 
+    /// Patched (PATCHED.md, 12): liburing's inline `io_uring_sq_ready`,
+    /// here instead of through an out-of-line C call (several per loop
+    /// turn).
     pub fn ready(&self) -> u32 {
-        unsafe { uring_sys::io_uring_sq_ready(self.ring.as_ptr()) }
+        unsafe {
+            let ring = self.ring.as_ref();
+            let khead = if ring.flags & uring_sys::IORING_SETUP_SQPOLL != 0 {
+                (*(ring.sq.khead as *const std::sync::atomic::AtomicU32))
+                    .load(std::sync::atomic::Ordering::Acquire)
+            } else {
+                *ring.sq.khead
+            };
+            ring.sq.sqe_tail.wrapping_sub(khead)
+        }
     }
 
     pub fn space_left(&self) -> u32 {
