@@ -360,18 +360,23 @@ fn read_head_now(
         if let Some(parsed) = parse_into(buf, limits) {
             return Some(parsed);
         }
-        let start = grow_for_head(buf, limits);
-        match reader::recv(fd, &mut buf[start..]) {
+        // Read into the shard's buffer and keep only what came: a head of
+        // a few hundred bytes then costs an allocation of its size, not a
+        // zeroed `HEAD_READ_BYTES` one.
+        let start = buf.len();
+        let room = (start + HEAD_READ_BYTES)
+            .min(limits.head_bytes_max)
+            .max(start + 1)
+            - start;
+        let mut shared = shard.read_buffer().borrow_mut();
+        match reader::recv(fd, &mut shared[..room]) {
             Ok(n) => {
-                buf.truncate(start + n);
+                buf.extend_from_slice(&shared[..n]);
                 shard.counters().bytes_in.add(n as u64);
             }
             // Gone (closed or failed): as the waiting read ends; nothing
             // there yet: wait for it.
-            Err(gone) => {
-                buf.truncate(start);
-                return gone.map(|_| Ok(None));
-            }
+            Err(gone) => return gone.map(|_| Ok(None)),
         }
     }
 }
