@@ -363,11 +363,7 @@ fn read_head_now(
         // Read into the shard's buffer and keep only what came: a head of
         // a few hundred bytes then costs an allocation of its size, not a
         // zeroed `HEAD_READ_BYTES` one.
-        let start = buf.len();
-        let room = (start + HEAD_READ_BYTES)
-            .min(limits.head_bytes_max)
-            .max(start + 1)
-            - start;
+        let room = head_read_room(buf.len(), limits);
         let mut shared = shard.read_buffer().borrow_mut();
         match reader::recv(fd, &mut shared[..room]) {
             Ok(n) => {
@@ -402,11 +398,16 @@ fn parse_into(
 /// connection should not hold the whole limit while it waits.
 fn grow_for_head(buf: &mut Vec<u8>, limits: &HeadLimits) -> usize {
     let start = buf.len();
-    buf.resize(
-        (start + HEAD_READ_BYTES)
-            .min(limits.head_bytes_max)
-            .max(start + 1),
-        0,
-    );
+    buf.resize(start + head_read_room(start, limits), 0);
     start
+}
+
+/// How much the next read of a head may take, with `held` bytes of it
+/// already read: `HEAD_READ_BYTES`, less near the limit, at least one
+/// (past the limit, the parse refuses the head).
+fn head_read_room(held: usize, limits: &HeadLimits) -> usize {
+    (held + HEAD_READ_BYTES)
+        .min(limits.head_bytes_max)
+        .max(held + 1)
+        - held
 }
