@@ -93,6 +93,7 @@ pub fn serve(
 /// Written as an `async move` block rather than an `async fn`: an async
 /// fn's future holds its arguments twice (as passed and as moved into its
 /// body), which took this one past glibc's 1 KiB small-allocation classes.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn serve_http(
     shard: Rc<Shard>,
     mut stream: Stream,
