@@ -127,18 +127,26 @@ fn serve_http(
                     }
                     Next::Refuse(refusal.response())
                 }
-                Ok(Endpoint::Push { channel }) => {
-                    let ip =
-                        http::client_ip::client_ip(peer, &head, &shard.config().trusted_proxies.0);
-                    // Boxed: a push's state (body reading, lingering close)
-                    // must not make every WebSocket connection's future larger.
-                    let push = push::serve_push(&shard, &mut stream, &mut buf, &head, &channel, ip);
-                    Next::Served(Box::pin(push).await)
-                }
                 Ok(endpoint) => {
                     let ip =
                         http::client_ip::client_ip(peer, &head, &shard.config().trusted_proxies.0);
-                    answer(&shard, &head, endpoint, ip)
+                    match endpoint {
+                        // Boxed: a push's state (body reading, lingering
+                        // close) must not make every WebSocket connection's
+                        // future larger.
+                        Endpoint::Push { channel } => {
+                            let push = push::serve_push(
+                                &shard,
+                                &mut stream,
+                                &mut buf,
+                                &head,
+                                &channel,
+                                ip,
+                            );
+                            Next::Served(Box::pin(push).await)
+                        }
+                        endpoint => answer(&shard, &head, endpoint, ip),
+                    }
                 }
             };
             // The head's strings are not needed by a session: free them first.
