@@ -59,8 +59,8 @@ impl Shard {
 
 /// When to hand free memory back: after a crowd left (many sockets closed
 /// and at most half of the peak still open), not under steady churn, which
-/// reuses what it frees; once more when the crowd's last sockets are gone;
-/// or after slow consumers' backlogs were dropped.
+/// reuses what it frees; once more at the first sweep after that at which
+/// nobody was leaving; or after slow consumers' backlogs were dropped.
 #[derive(Default)]
 pub struct TrimPolicy {
     /// Sockets closed since the last trim, and the most open at once.
@@ -69,9 +69,12 @@ pub struct TrimPolicy {
     /// `closed` at the previous sweep: unchanged means no socket closed in
     /// between, so whoever was leaving has left.
     closed_at_last_sweep: Cell<usize>,
-    /// A crowd's trim ran while it was still leaving: the sockets that
-    /// were still open pin pages of the heap, so once they are gone too,
-    /// trim again.
+    /// A crowd's trim ran: trim once more at the first sweep at which no
+    /// socket closed since the one before. Sockets still open at the trim
+    /// pinned pages of the heap, and some of what a crowd held is freed
+    /// only after its sockets: the channels this shard owns lose their
+    /// members on other shards when those shards' leaves arrive, and the
+    /// sweeps after shrink the tables they emptied.
     follow_up: Cell<bool>,
     /// Bytes of slow consumers' queues dropped since the last trim.
     discarded: Cell<usize>,
@@ -96,16 +99,10 @@ impl TrimPolicy {
         let closed = self.closed.get();
         let closing = self.closed_at_last_sweep.replace(closed) != closed;
         let crowd_left = closed >= TRIM_AFTER_SOCKETS_CLOSED && open * 2 <= self.peak.get();
-        let crowd_gone = self.follow_up.get() && !closing && closed > 0;
+        let crowd_gone = self.follow_up.get() && !closing;
         let due = crowd_left || crowd_gone || self.discarded.get() >= TRIM_AFTER_BYTES_DISCARDED;
-        self.follow_up.set(
-            closing
-                && if due {
-                    crowd_left
-                } else {
-                    self.follow_up.get()
-                },
-        );
+        self.follow_up
+            .set(crowd_left || (self.follow_up.get() && !crowd_gone));
         if due {
             self.closed.set(0);
             self.closed_at_last_sweep.set(0);
@@ -187,6 +184,7 @@ mod tests {
             policy.closed();
         }
         assert!(policy.due(0));
+        assert!(policy.due(0), "the follow-up, nobody left since");
         assert!(!policy.due(0));
     }
 
@@ -213,7 +211,9 @@ mod tests {
         assert!(!policy.due(0), "still leaving at this sweep");
         assert!(policy.due(0), "nobody left since the last sweep: trim");
         assert!(!policy.due(0), "once");
-        // A crowd that left between two sweeps is trimmed once.
+        // A crowd that left between two sweeps is trimmed, and once more
+        // at the next sweep: what its leaving freed since (the channels
+        // this shard owns, the tables that sweep shrinks) is free by then.
         for open in 1..=5000 {
             policy.opened(open);
         }
@@ -221,6 +221,7 @@ mod tests {
             policy.closed();
         }
         assert!(policy.due(0));
+        assert!(policy.due(0), "the follow-up");
         assert!(!policy.due(0));
         policy.closed();
         assert!(!policy.due(0), "one close is no crowd");
