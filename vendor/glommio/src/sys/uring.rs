@@ -688,6 +688,8 @@ impl UringQueueState {
 
 pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
+    /// Patched (PATCHED.md, 13): the same queue, borrowed, to look at it.
+    fn queue_state(&self) -> &ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
     fn in_kernel(&self) -> usize;
@@ -701,6 +703,8 @@ pub(crate) trait UringCommon {
     /// Return `None` if no event is completed, `Some(true)` for a task is woken
     /// up and `Some(false)` for not.
     fn consume_one_event(&mut self) -> Option<bool>;
+    /// Patched (PATCHED.md, 13): `consume_one_event` would find nothing.
+    fn nothing_to_consume(&self) -> bool;
     fn name(&self) -> &'static str;
     fn io_stats_mut(&mut self) -> &mut RingIoStats;
     fn io_stats_for_task_queue_mut(&mut self, handle: TaskQueueHandle) -> &mut RingIoStats;
@@ -714,7 +718,9 @@ pub(crate) trait UringCommon {
         queue: &mut VecDeque<UringDescriptor>,
         mut dispatch: bool,
     ) -> io::Result<usize> {
-        loop {
+        // Patched (PATCHED.md, 13): an empty queue is `Some(false)` without
+        // the call (and its borrow of the source map).
+        while !queue.is_empty() {
             match self.submit_one_event(queue) {
                 None => {
                     dispatch = true;
@@ -735,12 +741,26 @@ pub(crate) trait UringCommon {
     /// We will not dispatch the cancellation queue unless we need to.
     /// Dispatches will come from the submission queue.
     fn consume_cancellation_queue(&mut self) -> io::Result<usize> {
+        // Patched (PATCHED.md, 13): nothing to cancel is `Ok(0)`, as below,
+        // without cloning the queue's `Rc` and borrowing it mutably.
+        if self.queue_state().borrow().cancellations.is_empty() {
+            return Ok(0);
+        }
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
         self.consume_sqe_queue(&mut queue.cancellations, false)
     }
 
     fn consume_submission_queue(&mut self) -> io::Result<usize> {
+        // Patched (PATCHED.md, 13): nothing queued goes straight to the
+        // dispatch `consume_sqe_queue` ends with.
+        if self.queue_state().borrow().submissions.is_empty() {
+            return if self.needs_kernel_enter() {
+                self.submit_sqes()
+            } else {
+                Ok(0)
+            };
+        }
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
         self.consume_sqe_queue(&mut queue.submissions, true)
@@ -748,7 +768,8 @@ pub(crate) trait UringCommon {
 
     fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
         let mut completed = 0;
-        loop {
+        // Patched (PATCHED.md, 13): an empty ring is `None` without the call.
+        while !self.nothing_to_consume() {
             match self.consume_one_event() {
                 None => break,
                 Some(false) => completed += 1,
@@ -883,6 +904,10 @@ impl UringCommon for PollRing {
         self.submission_queue.clone()
     }
 
+    fn queue_state(&self) -> &ReactorQueue {
+        &self.submission_queue
+    }
+
     fn submit_sqes(&mut self) -> io::Result<usize> {
         let x = self.ring.submit_sqes()? as usize;
         self.in_kernel += x;
@@ -906,6 +931,11 @@ impl UringCommon for PollRing {
             }
             woke
         })
+    }
+
+    #[inline]
+    fn nothing_to_consume(&self) -> bool {
+        self.ring.nothing_to_peek()
     }
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
@@ -1246,6 +1276,10 @@ impl UringCommon for SleepableRing {
         self.submission_queue.clone()
     }
 
+    fn queue_state(&self) -> &ReactorQueue {
+        &self.submission_queue
+    }
+
     fn submit_sqes(&mut self) -> io::Result<usize> {
         let x = self.ring.submit_sqes()? as usize;
         self.in_kernel += x;
@@ -1275,6 +1309,11 @@ impl UringCommon for SleepableRing {
             }
             woke
         })
+    }
+
+    #[inline]
+    fn nothing_to_consume(&self) -> bool {
+        self.ring.nothing_to_peek()
     }
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
