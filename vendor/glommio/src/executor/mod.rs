@@ -1498,6 +1498,16 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // Patched (PATCHED.md, 14): with no spinning asked
+                        // for, park at once: `park` polls the same rings,
+                        // timers and channels first and does not sleep if
+                        // anything woke, so the pass `spin_poll_io` makes
+                        // here would only be made twice.
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
