@@ -7,7 +7,7 @@
 # instruction is not a nanosecond, so a gain here still wants a time
 # measurement before it is claimed as speed.
 #
-#   loadtest/profile/instructions.sh [--scenario rooms|fanout] [--top N] RELAY [PORT]
+#   loadtest/profile/instructions.sh [--scenario rooms|fanout|connect] [--top N] RELAY [PORT]
 #
 # RELAY is an itty-relay binary, or `uws` for the uWebSockets itty relay in
 # $UWS_BIN_DIR (default target/uws). The relay runs under callgrind on cpu
@@ -16,8 +16,10 @@
 #   rooms:  10 rooms x 10 members, each 3 messages/s (300 messages/s,
 #           each one a wake-up of its own, as in the light-load runs)
 #   fanout: 100 members, one publisher at 300 messages/s
-# Prints the instructions per message and the top functions by their own
-# instructions per message. Needs valgrind (Debian's package) and a release
+#   connect: 300 joins/s (open loop, 100 channels), each one connecting,
+#           upgrading, joining and leaving; counted per join
+# Prints the instructions per message (or join) and the top functions by
+# their own instructions per message. Needs valgrind (Debian's package) and a release
 # build of itty-loadtest ($GEN).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,12 +34,13 @@ while [[ $# -gt 0 ]]; do
     *) break ;;
   esac
 done
-relay=${1:?usage: instructions.sh [--scenario rooms|fanout] [--top N] RELAY [PORT]}
+relay=${1:?usage: instructions.sh [--scenario rooms|fanout|connect] [--top N] RELAY [PORT]}
 port=${2:-19700}
-rate=300 window=10
+rate=300 window=10 unit=message
 case $scenario in
-  rooms) load=(rooms --rooms 10 --room-size 10 --rate-per-member 3) ;;
-  fanout) load=(fanout --members 100 --publishers 1 --rate $rate) ;;
+  rooms) load=(rooms --rooms 10 --room-size 10 --rate-per-member 3 --payload-bytes 64) ;;
+  fanout) load=(fanout --members 100 --publishers 1 --rate $rate --payload-bytes 64) ;;
+  connect) load=(connect --rate $rate --channels 100) unit=join ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
@@ -54,7 +57,7 @@ else
 fi
 vg=$!
 for _ in $(seq 1 120); do ss -ltn | grep -q "127.0.0.1:$port " && break; sleep 0.5; done
-taskset -c 1 "$GEN" "${load[@]}" --payload-bytes 64 --url "ws://127.0.0.1:$port" \
+taskset -c 1 "$GEN" "${load[@]}" --url "ws://127.0.0.1:$port" \
   --duration $((window + 12)) --cpus 1 --json >"$out/gen.json" 2>/dev/null &
 gen=$!
 sleep 8
@@ -64,9 +67,9 @@ callgrind_control -d $vg >/dev/null 2>&1
 wait $gen || true
 kill $vg 2>/dev/null || true
 wait $vg 2>/dev/null || true
-python3 - "$out/cg.1" $((rate * window)) "$top" "$out/gen.json" <<'EOF'
+python3 - "$out/cg.1" $((rate * window)) "$top" "$out/gen.json" "$unit" <<'EOF'
 import collections, json, sys
-path, messages, top, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, messages, top, gen, unit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 own = collections.Counter()
 fn, call_line = None, False
 for line in open(path):
@@ -82,8 +85,9 @@ for line in open(path):
             else:
                 own[fn] += int(parts[1])
 total = sum(own.values())
-lost = json.load(open(gen)).get("lost")
-print(f"{total / messages:.0f} instructions per message ({total} over {messages} messages; lost {lost})")
+report = json.load(open(gen))
+lost = report.get("lost", report.get("failures"))
+print(f"{total / messages:.0f} instructions per {unit} ({total} over {messages} {unit}s; lost or failed: {lost})")
 for name, n in own.most_common(top):
     print(f"{n / messages:8.0f} {100 * n / total:5.1f}%  {name[:120]}")
 EOF
