@@ -7,7 +7,7 @@
 # instruction is not a nanosecond, so a gain here still wants a time
 # measurement before it is claimed as speed.
 #
-#   loadtest/profile/instructions.sh [--scenario rooms|fanout|connect] [--top N] RELAY [PORT]
+#   loadtest/profile/instructions.sh [--scenario rooms|fanout|connect] [--top N] [--keep FILE] RELAY [PORT]
 #
 # RELAY is an itty-relay binary, or `uws` for the uWebSockets itty relay in
 # $UWS_BIN_DIR (default target/uws). The relay runs under callgrind on cpu
@@ -19,22 +19,27 @@
 #   connect: 300 joins/s (open loop, 100 channels), each one connecting,
 #           upgrading, joining and leaving; counted per join
 # Prints the instructions per message (or join) and the top functions by
-# their own instructions per message. Needs valgrind (Debian's package) and a release
-# build of itty-loadtest ($GEN).
+# their own instructions per message. --keep FILE keeps callgrind's output
+# (callers, call counts: callgrind_annotate or kcachegrind read it).
+# Needs valgrind (Debian's package) and a release build of itty-loadtest
+# ($GEN). rooms and fanout repeat within 0.2%; connect within about 10%
+# (how often a connection finds the backlog empty or its request not yet
+# there depends on timing, and each costs a glommio wait).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 GEN=${GEN:-$repo/target/release/itty-loadtest}
 UWS_BIN_DIR=${UWS_BIN_DIR:-$repo/target/uws}
-scenario=rooms top=25
+scenario=rooms top=25 keep=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --scenario) scenario=$2; shift 2 ;;
     --top) top=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    --keep) keep=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
-relay=${1:?usage: instructions.sh [--scenario rooms|fanout|connect] [--top N] RELAY [PORT]}
+relay=${1:?usage: instructions.sh [--scenario rooms|fanout|connect] [--top N] [--keep FILE] RELAY [PORT]}
 port=${2:-19700}
 rate=300 window=10 unit=message
 case $scenario in
@@ -67,6 +72,7 @@ callgrind_control -d $vg >/dev/null 2>&1
 wait $gen || true
 kill $vg 2>/dev/null || true
 wait $vg 2>/dev/null || true
+if [[ -n $keep ]]; then cp "$out/cg.1" "$keep"; fi
 python3 - "$out/cg.1" $((rate * window)) "$top" "$out/gen.json" "$unit" <<'EOF'
 import collections, json, sys
 path, messages, top, gen, unit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
