@@ -211,20 +211,12 @@ impl IoUring {
         self.sq().submit_and_wait_with_timeout(wait_for, duration)
     }
 
-    /// Patched (PATCHED.md, 13): whether `peek_for_cqe` would find nothing,
-    /// read in place (the same test it starts with), so that a caller can
-    /// skip an empty ring without the call.
+    /// Patched (PATCHED.md, 13): whether `peek_for_cqe` would find nothing
+    /// (the test it starts with), so that a caller can skip an empty ring
+    /// without the call.
     #[inline]
     pub fn nothing_to_peek(&self) -> bool {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        unsafe {
-            let head = *self.ring.cq.khead;
-            let tail = (*(self.ring.cq.ktail as *const AtomicU32)).load(Ordering::Acquire);
-            head == tail
-                && (*(self.ring.sq.kflags as *const AtomicU32)).load(Ordering::Relaxed)
-                    & uring_sys::IORING_SQ_CQ_OVERFLOW
-                    == 0
-        }
+        completion_queue::nothing_to_peek(&self.ring)
     }
 
     /// Peek for any [`CQE`] that is already completed, without blocking. This

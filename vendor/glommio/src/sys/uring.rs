@@ -687,9 +687,12 @@ impl UringQueueState {
 }
 
 pub(crate) trait UringCommon {
-    fn submission_queue(&mut self) -> ReactorQueue;
-    /// Patched (PATCHED.md, 13): the same queue, borrowed, to look at it.
+    /// Patched (PATCHED.md, 13): the ring's queues, borrowed, to look at
+    /// them without cloning the `Rc`.
     fn queue_state(&self) -> &ReactorQueue;
+    fn submission_queue(&mut self) -> ReactorQueue {
+        self.queue_state().clone()
+    }
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
     fn in_kernel(&self) -> usize;
@@ -898,10 +901,6 @@ impl UringCommon for PollRing {
 
     fn waiting_kernel_collection(&self) -> usize {
         self.ring.cq().ready() as usize
-    }
-
-    fn submission_queue(&mut self) -> ReactorQueue {
-        self.submission_queue.clone()
     }
 
     fn queue_state(&self) -> &ReactorQueue {
@@ -1270,10 +1269,6 @@ impl UringCommon for SleepableRing {
 
     fn waiting_kernel_collection(&self) -> usize {
         self.ring.cq().ready() as usize
-    }
-
-    fn submission_queue(&mut self) -> ReactorQueue {
-        self.submission_queue.clone()
     }
 
     fn queue_state(&self) -> &ReactorQueue {
