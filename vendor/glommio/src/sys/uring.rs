@@ -733,7 +733,13 @@ pub(crate) trait UringCommon {
                 Some(false) => break,
             }
         }
+        self.dispatch_sqes(dispatch)
+    }
 
+    /// Patched (PATCHED.md, 13): the end of `consume_sqe_queue`, also taken
+    /// at once for an empty queue: enter the kernel if asked to and
+    /// prepared entries wait.
+    fn dispatch_sqes(&mut self, dispatch: bool) -> io::Result<usize> {
         if dispatch && self.needs_kernel_enter() {
             self.submit_sqes()
         } else {
@@ -744,10 +750,10 @@ pub(crate) trait UringCommon {
     /// We will not dispatch the cancellation queue unless we need to.
     /// Dispatches will come from the submission queue.
     fn consume_cancellation_queue(&mut self) -> io::Result<usize> {
-        // Patched (PATCHED.md, 13): nothing to cancel is `Ok(0)`, as below,
-        // without cloning the queue's `Rc` and borrowing it mutably.
+        // Patched (PATCHED.md, 13): nothing to cancel goes straight to the
+        // end, without cloning the queue's `Rc` and borrowing it mutably.
         if self.queue_state().borrow().cancellations.is_empty() {
-            return Ok(0);
+            return self.dispatch_sqes(false);
         }
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
@@ -755,14 +761,9 @@ pub(crate) trait UringCommon {
     }
 
     fn consume_submission_queue(&mut self) -> io::Result<usize> {
-        // Patched (PATCHED.md, 13): nothing queued goes straight to the
-        // dispatch `consume_sqe_queue` ends with.
+        // Patched (PATCHED.md, 13): as for cancellations.
         if self.queue_state().borrow().submissions.is_empty() {
-            return if self.needs_kernel_enter() {
-                self.submit_sqes()
-            } else {
-                Ok(0)
-            };
+            return self.dispatch_sqes(true);
         }
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
